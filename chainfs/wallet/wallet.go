@@ -14,6 +14,7 @@ import (
 
 	"github.com/btcsuite/btcd/address/v2"
 	"github.com/btcsuite/btcd/btcutil/v2/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg/v2"
 	"github.com/btcsuite/btcd/chainhash/v2"
 	"github.com/btcsuite/btcd/txscript/v2"
 	"github.com/btcsuite/btcd/wire/v2"
@@ -42,19 +43,28 @@ type Options struct {
 
 // New derives the wallet key from seed (16–64 bytes).
 func New(seed []byte, backend chain.Backend, opts Options) (*Wallet, error) {
-	master, err := hdkeychain.NewMaster(seed, backend.Params())
+	key, err := DeriveKey(seed, backend.Params())
+	if err != nil {
+		return nil, err
+	}
+	if opts.FeeRate <= 0 {
+		opts.FeeRate = DefaultFeeRate
+	}
+	return &Wallet{backend: backend, key: key, feeRate: opts.FeeRate}, nil
+}
+
+// DeriveKey derives the wallet's key, m/0'/0'/0' of the seed's BIP32 tree.
+func DeriveKey(seed []byte, params *chaincfg.Params) (*Key, error) {
+	master, err := hdkeychain.NewMaster(seed, params)
 	if err != nil {
 		return nil, fmt.Errorf("wallet: master key: %w", err)
 	}
-	defer master.Zero()
 	k := master
 	for _, i := range []uint32{0, 0, 0} {
 		next, err := k.Derive(hdkeychain.HardenedKeyStart + i)
+		k.Zero()
 		if err != nil {
 			return nil, fmt.Errorf("wallet: derive: %w", err)
-		}
-		if k != master {
-			k.Zero()
 		}
 		k = next
 	}
@@ -63,14 +73,7 @@ func New(seed []byte, backend chain.Backend, opts Options) (*Wallet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wallet: key: %w", err)
 	}
-	key, err := NewKey(priv, backend.Params())
-	if err != nil {
-		return nil, err
-	}
-	if opts.FeeRate <= 0 {
-		opts.FeeRate = DefaultFeeRate
-	}
-	return &Wallet{backend: backend, key: key, feeRate: opts.FeeRate}, nil
+	return NewKey(priv, params)
 }
 
 // Address is where the wallet receives funds.

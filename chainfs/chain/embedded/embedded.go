@@ -51,8 +51,11 @@ type Config struct {
 	// the mempool holds transactions and that long has passed since the
 	// last block. Zero mines only on demand.
 	MineInterval time.Duration
-	MineTo       address.Address
-	Logger       *slog.Logger
+	// MineTo, when set, also makes Close mine what is still in the
+	// mempool: the mempool is memory only, and a process that broadcast
+	// must not take its transactions away with it.
+	MineTo address.Address
+	Logger *slog.Logger
 }
 
 const (
@@ -730,8 +733,16 @@ func (c *Chain) Close() error {
 	}
 	c.mineMu.Lock()
 	defer c.mineMu.Unlock()
+	var err error
+	if c.cfg.MineTo != nil && c.pool.Count() > 0 {
+		if _, merr := c.mineOne(c.cfg.MineTo); merr != nil {
+			err = fmt.Errorf("embedded chain: mine pending transactions on close: %w", merr)
+		}
+	}
 	close(c.interrupt)
-	err := c.closeStores()
+	if cerr := c.closeStores(); err == nil {
+		err = cerr
+	}
 	if lerr := c.lock.Close(); err == nil {
 		err = lerr
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/integrity-sys/integrity/internal/envelope"
 )
 
-func open(t *testing.T, dir string) *Chain {
+func open(t testing.TB, dir string) *Chain {
 	t.Helper()
 	c, err := Open(Config{Dir: dir})
 	if err != nil {
@@ -252,5 +252,35 @@ func TestCrashChild(t *testing.T) {
 		}
 		tip, _ := c.Tip(ctx)
 		fmt.Printf("MINED %d %s\n", tip.Height, hashes[0])
+	}
+}
+
+// TestCloseMinesPending: a process that broadcast and exits leaves its
+// transactions in a block, not in a mempool that dies with it.
+func TestCloseMinesPending(t *testing.T) {
+	dir := t.TempDir()
+	w0 := newKey(t)
+	c, err := Open(Config{Dir: dir, MineTo: w0.Address()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w := walletFor(t, c)
+	if _, err := c.Mine(ctx, 101, w.Address()); err != nil {
+		t.Fatal(err)
+	}
+	to := newKey(t)
+	h, err := w.Send(ctx, to.Address(), 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = open(t, dir)
+	defer c.Close()
+	got, err := c.GetTx(ctx, h)
+	if err != nil || !got.Confirmed() {
+		t.Fatalf("pending tx after close: %+v %v", got, err)
 	}
 }

@@ -1,0 +1,264 @@
+// Package system is the paper's Client inside one process: it opens the
+// chain backend a data directory is bound to, the wallet, and (as later
+// parts land) the user's keys and tree, and exposes every operation the CLI
+// offers as an rpc.Handlers table. The agent serves that table on its
+// socket; commands run it in-process when no agent is running.
+package system
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/btcsuite/btcd/address/v2"
+	"github.com/btcsuite/btcd/chaincfg/v2"
+
+	"github.com/integrity-sys/integrity/chainfs/chain"
+	"github.com/integrity-sys/integrity/chainfs/chain/btcdrpc"
+	"github.com/integrity-sys/integrity/chainfs/chain/embedded"
+	"github.com/integrity-sys/integrity/chainfs/wallet"
+	"github.com/integrity-sys/integrity/cmd/integrity/internal/config"
+	"github.com/integrity-sys/integrity/cmd/integrity/internal/rpc"
+)
+
+// Options open a System.
+type Options struct {
+	Dir      config.Dir
+	Settings config.Settings
+	Logger   *slog.Logger
+	// Agent is true in the long-running agent: the embedded chain then
+	// mines pending transactions on its timer.
+	Agent bool
+}
+
+// System is an open data directory.
+type System struct {
+	opts    Options
+	log     *slog.Logger
+	backend chain.Backend
+	wallet  *wallet.Wallet
+}
+
+// Open opens the chain backend and wallet of a data directory.
+func Open(ctx context.Context, opts Options) (*System, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := opts.Dir.Ensure(); err != nil {
+		return nil, err
+	}
+	seed, err := loadOrCreateSeed(opts.Dir.SeedFile())
+	if err != nil {
+		return nil, err
+	}
+	s := &System{opts: opts, log: opts.Logger}
+	backend, err := openBackend(ctx, opts, seed)
+	if err != nil {
+		return nil, err
+	}
+	s.backend = backend
+	s.wallet, err = wallet.New(seed, backend, wallet.Options{FeeRate: opts.Settings.FeeRate})
+	if err != nil {
+		backend.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openBackend(ctx context.Context, opts Options, seed []byte) (chain.Backend, error) {
+	switch {
+	case opts.Settings.Chain == config.ChainEmbedded:
+		// Blocks pay the wallet, so fees come back to the user on their
+		// own chain; what is pending when the process ends is mined
+		// then (the mempool does not outlive the process).
+		k, err := wallet.DeriveKey(seed, &chaincfg.RegressionNetParams)
+		if err != nil {
+			return nil, err
+		}
+		cfg := embedded.Config{Dir: opts.Dir.ChainDir(), Logger: opts.Logger, MineTo: k.Address()}
+		if opts.Agent {
+			cfg.MineInterval = time.Duration(opts.Settings.MineInterval)
+		}
+		return embedded.Open(cfg)
+	case strings.HasPrefix(opts.Settings.Chain, "btcd://"):
+		return btcdrpc.Dial(ctx, opts.Settings.Chain, opts.Logger)
+	default:
+		return nil, fmt.Errorf("unknown chain %q: use \"embedded\" or a btcd://user:pass@host:port?net=simnet URL", config.Redact(opts.Settings.Chain))
+	}
+}
+
+// loadOrCreateSeed reads the device wallet's seed, creating it on first use.
+func loadOrCreateSeed(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, fmt.Errorf("wallet seed %s is corrupt (%d bytes)", path, len(b))
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read wallet seed: %w", err)
+	}
+	seed := make([]byte, 32)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, fmt.Errorf("wallet seed: %w", err)
+	}
+	if err := config.WriteFileAtomic(path, seed, 0o600); err != nil {
+		return nil, err
+	}
+	return seed, nil
+}
+
+// Backend is the open chain backend.
+func (s *System) Backend() chain.Backend { return s.backend }
+
+// Wallet is the open wallet.
+func (s *System) Wallet() *wallet.Wallet { return s.wallet }
+
+// Close releases everything.
+func (s *System) Close() error {
+	return s.backend.Close()
+}
+
+// Codes are the error classes that cross the agent socket.
+func Codes() *rpc.Codes {
+	c := rpc.NewCodes()
+	c.Register("conflict", chain.ErrConflict)
+	c.Register("rejected", chain.ErrRejected)
+	c.Register("not_found", chain.ErrNotFound)
+	c.Register("unavailable", chain.ErrUnavailable)
+	c.Register("unsupported", chain.ErrUnsupported)
+	c.Register("insufficient_funds", wallet.ErrInsufficientFunds)
+	return c
+}
+
+// Handlers is the table of operations.
+func (s *System) Handlers() rpc.Handlers {
+	return rpc.Handlers{
+		"chain.status":   s.chainStatus,
+		"chain.mine":     s.chainMine,
+		"wallet.address": s.walletAddress,
+		"wallet.balance": s.walletBalance,
+		"wallet.send":    s.walletSend,
+	}
+}
+
+// ChainStatus answers chain.status.
+type ChainStatus struct {
+	Backend     string    `json:"backend"`
+	Network     string    `json:"network"`
+	Endpoint    string    `json:"endpoint"`
+	Height      int32     `json:"height"`
+	TipHash     string    `json:"tip_hash"`
+	TipTime     time.Time `json:"tip_time"`
+	MempoolSize int       `json:"mempool_size"`
+}
+
+func (s *System) chainStatus(ctx context.Context, _ json.RawMessage) (any, error) {
+	st, err := s.backend.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ChainStatus{
+		Backend: st.Backend, Network: st.Network, Endpoint: st.Endpoint,
+		Height: st.Tip.Height, TipHash: st.Tip.Hash.String(), TipTime: st.Tip.Time,
+		MempoolSize: st.MempoolSize,
+	}, nil
+}
+
+// MineArgs are chain.mine's arguments.
+type MineArgs struct {
+	Blocks int `json:"blocks"`
+}
+
+// MineResult answers chain.mine.
+type MineResult struct {
+	Hashes []string `json:"hashes"`
+	Height int32    `json:"height"`
+}
+
+func (s *System) chainMine(ctx context.Context, raw json.RawMessage) (any, error) {
+	var a MineArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, fmt.Errorf("chain.mine: %w", err)
+	}
+	if a.Blocks < 1 || a.Blocks > 10_000 {
+		return nil, fmt.Errorf("chain mine: block count %d out of range 1..10000", a.Blocks)
+	}
+	hashes, err := s.backend.Mine(ctx, a.Blocks, s.wallet.Address())
+	res := MineResult{}
+	for _, h := range hashes {
+		res.Hashes = append(res.Hashes, h.String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mined %d of %d blocks: %w", len(hashes), a.Blocks, err)
+	}
+	s.wallet.Invalidate()
+	tip, err := s.backend.Tip(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Height = tip.Height
+	return res, nil
+}
+
+// AddressResult answers wallet.address.
+type AddressResult struct {
+	Address string `json:"address"`
+	Network string `json:"network"`
+}
+
+func (s *System) walletAddress(context.Context, json.RawMessage) (any, error) {
+	return AddressResult{Address: s.wallet.Address().EncodeAddress(), Network: s.backend.Params().Name}, nil
+}
+
+// BalanceResult answers wallet.balance, in satoshis.
+type BalanceResult struct {
+	Confirmed   int64 `json:"confirmed"`
+	Unconfirmed int64 `json:"unconfirmed"`
+	Immature    int64 `json:"immature"`
+}
+
+func (s *System) walletBalance(ctx context.Context, _ json.RawMessage) (any, error) {
+	b, err := s.wallet.Balance(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return BalanceResult{Confirmed: b.Confirmed, Unconfirmed: b.Unconfirmed, Immature: b.Immature}, nil
+}
+
+// SendArgs are wallet.send's arguments.
+type SendArgs struct {
+	Address string `json:"address"`
+	Amount  int64  `json:"amount"` // satoshis
+}
+
+// SendResult answers wallet.send.
+type SendResult struct {
+	TxID string `json:"txid"`
+}
+
+func (s *System) walletSend(ctx context.Context, raw json.RawMessage) (any, error) {
+	var a SendArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, fmt.Errorf("wallet.send: %w", err)
+	}
+	to, err := address.DecodeAddress(a.Address, s.backend.Params())
+	if err != nil {
+		return nil, fmt.Errorf("invalid address %q: %w", a.Address, err)
+	}
+	if !to.IsForNet(s.backend.Params()) {
+		return nil, fmt.Errorf("invalid address %q: not an address of network %s", a.Address, s.backend.Params().Name)
+	}
+	h, err := s.wallet.Send(ctx, to, a.Amount)
+	if err != nil {
+		return nil, err
+	}
+	return SendResult{TxID: h.String()}, nil
+}
