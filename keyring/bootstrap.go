@@ -231,13 +231,13 @@ func (s *bootSet) publishAll(ctx context.Context, ch Chain, genesis *OutPoint) (
 	}
 	primary, priv := id.Primary, id.privileged
 	msgs := []msg{
-		{t: envelope.TypeBootWrapPwPres, key: XOR(s.pw, s.pres), plain: primary[:], epochs: [][]byte{pe}},                        // step 8
-		{t: envelope.TypeBootWrapPwBackup, key: XOR(s.pw, s.bk), plain: primary[:], epochs: [][]byte{pe, be}, pays: locPay},      // step 9
-		{t: envelope.TypeBootWrapPresBkp, key: XOR(s.pres, s.bk), plain: primary[:], epochs: [][]byte{be}},                       // step 10
-		{t: envelope.TypeBootPrivPwPrim, key: XOR(s.pw, primary), plain: priv[:], epochs: [][]byte{pe}},                          // step 11
-		{t: envelope.TypeBootPrivPresBkp, key: XOR(s.pres, s.bk), plain: priv[:], epochs: [][]byte{be}},                          // step 12
-		{t: envelope.TypeBootPrimaryPair, key: primary, plain: id.PrimaryPair.Serialize()},                                        // step 14
-		{t: envelope.TypeBootPrivPair, key: priv, plain: id.privilegedPair.Serialize()},                                          // step 15
+		{t: envelope.TypeBootWrapPwPres, key: XOR(s.pw, s.pres), plain: primary[:], epochs: [][]byte{pe}},                   // step 8
+		{t: envelope.TypeBootWrapPwBackup, key: XOR(s.pw, s.bk), plain: primary[:], epochs: [][]byte{pe, be}, pays: locPay}, // step 9
+		{t: envelope.TypeBootWrapPresBkp, key: XOR(s.pres, s.bk), plain: primary[:], epochs: [][]byte{be}},                  // step 10
+		{t: envelope.TypeBootPrivPwPrim, key: XOR(s.pw, primary), plain: priv[:], epochs: [][]byte{pe}},                     // step 11
+		{t: envelope.TypeBootPrivPresBkp, key: XOR(s.pres, s.bk), plain: priv[:], epochs: [][]byte{be}},                     // step 12
+		{t: envelope.TypeBootPrimaryPair, key: primary, plain: id.PrimaryPair.Serialize()},                                  // step 14
+		{t: envelope.TypeBootPrivPair, key: priv, plain: id.privilegedPair.Serialize()},                                     // step 15
 	}
 	// Step 7: the salt. Wrappings that name its epoch are only used once
 	// the salt itself is on chain, but at first bootstrap order does not
