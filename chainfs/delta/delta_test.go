@@ -50,14 +50,14 @@ func roundTrip(t testing.TB, old, new []byte) []byte {
 }
 
 func TestDocExample(t *testing.T) {
-	d := Diff([]byte("hello world"), []byte("hello, world"))
-	outSum := checksum([]byte("hello, world"))
-	want := "01" + "0b" + "b94d27b9934d3e08" + "0c" + hex.EncodeToString(outSum[:]) +
-		"0b00" + "022c" + "0d00"
+	old := []byte("integrity: every change is a transaction")
+	nw := []byte("integrity: every single change is a transaction")
+	want := "01" + "28" + "70d859e3a33085ca" + "2f" + "abb541ee35e0cd58" +
+		"2300" + "0c73696e676c65" + "3101"
+	d := roundTrip(t, old, nw)
 	if got := hex.EncodeToString(d); got != want {
 		t.Fatalf("delta = %s\nwant    %s", got, want)
 	}
-	roundTrip(t, []byte("hello world"), []byte("hello, world"))
 }
 
 func TestEdgeCases(t *testing.T) {
@@ -154,7 +154,8 @@ func TestRepetitive(t *testing.T) {
 		{"zeros to zeros twice as long", zeros[:5*mb], zeros, 100},
 		{"period 23, edits", pattern, patternEdited, 200},
 		{"zeros vs pattern", zeros, pattern, len(pattern) + maxHeaderLen + 5},
-		{"pattern vs zeros", pattern, zeros, 100},
+		// Runs inside new are not copied from new itself: INSERT.
+		{"pattern vs zeros", pattern, zeros, len(zeros) + maxHeaderLen + 5},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -280,6 +281,49 @@ func TestRandomEdits(t *testing.T) {
 	}
 }
 
+// TestLargeBlocks covers block sizes only huge bases get, where matches
+// are often shorter than a block.
+func TestLargeBlocks(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, bs := range []int{minBlock, 64, 1024, maxBlock} {
+		for i := 0; i < 40; i++ {
+			old := randBytes(r, r.IntN(64*kb))
+			if i%2 == 1 {
+				old = bytes.Repeat(old[:min(len(old), 1+r.IntN(40))], 1+r.IntN(2000))
+			}
+			nw := old
+			for range 1 + r.IntN(10) {
+				nw = edit(r, nw, []byte("ab"))
+			}
+			d := diff(old, nw, bs)
+			got, err := Apply(old, d, int64(len(nw)))
+			if err != nil || !bytes.Equal(got, nw) {
+				t.Fatalf("bs=%d: round trip failed: %v", bs, err)
+			}
+		}
+	}
+}
+
+// TestDenseEdits: one byte in every 16 changed, so every match is shorter
+// than a block; time must stay linear.
+func TestDenseEdits(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	old := randBytes(r, 10*mb)
+	nw := bytes.Clone(old)
+	for i := 0; i < len(nw); i += 16 {
+		nw[i] ^= 0x55
+	}
+	start := time.Now()
+	d := roundTrip(t, old, nw)
+	t.Logf("delta %d bytes (%.2f per edit), %v", len(d), float64(len(d))/float64(len(nw)/16), time.Since(start))
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %v", time.Since(start))
+	}
+	if len(d) > len(nw)/16*5 {
+		t.Errorf("delta %d bytes for %d one-byte edits", len(d), len(nw)/16)
+	}
+}
+
 // TestApplyRejects checks that each kind of bad delta gets its error.
 func TestApplyRejects(t *testing.T) {
 	old := []byte("the quick brown fox jumps over the lazy dog")
@@ -291,11 +335,11 @@ func TestApplyRejects(t *testing.T) {
 	}
 	// build assembles a delta with a valid header for old and nw around
 	// hand-written ops.
-	build := func(outLen int, ops ...byte) []byte {
+	build := func(outLen uint64, ops ...byte) []byte {
 		d := []byte{Version}
 		d = binary.AppendUvarint(d, uint64(len(old)))
 		d = append(d, h.baseSum[:]...)
-		d = binary.AppendUvarint(d, uint64(outLen))
+		d = binary.AppendUvarint(d, outLen)
 		return append(append(d, h.outSum[:]...), ops...)
 	}
 	mutate := func(f func(d []byte)) []byte {
@@ -318,7 +362,7 @@ func TestApplyRejects(t *testing.T) {
 		{"wrong base content", bytes.ToUpper(old), good, 100, ErrWrongBase},
 		{"output over limit", old, good, int64(len(nw) - 1), ErrTooLarge},
 		{"negative limit", old, good, -1, ErrTooLarge},
-		{"huge declared output", old, append([]byte{Version, byte(len(old))}, append(h.baseSum[:], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)...), 1 << 62, ErrTooLarge},
+		{"huge declared output", old, build(1<<63 - 1), 1 << 62, ErrTooLarge},
 		{"output checksum", old, mutate(func(d []byte) { d[h.opsAt-1] ^= 1 }), 100, ErrCorrupt},
 		{"truncated ops", old, good[:len(good)-1], 100, ErrCorrupt},
 		{"trailing byte", old, append(bytes.Clone(good), 0), 100, ErrCorrupt},

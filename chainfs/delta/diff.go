@@ -28,9 +28,27 @@ const (
 // the format). The delta is never longer than new plus a header and one op
 // tag, and for the usual edits — bytes changed, inserted or deleted
 // anywhere, appends, truncations, moved blocks — it is a few bytes per edit.
-// Time is linear in len(old)+len(new); memory is the delta plus an index
-// smaller than old (4 to 16 bytes per block of 16 to 4096 bytes, ≤ 8 MiB).
+// Diff is deterministic. Time is linear in len(old)+len(new); memory is the
+// delta plus an index of 8 to 16 bytes per block of old (blocks of 16 bytes
+// up to 8 MiB of old, larger beyond, keeping the index under 8 MiB for
+// bases up to 2 GiB).
 func Diff(old, new []byte) []byte {
+	return diff(old, new, blockSize(len(old)))
+}
+
+// blockSize picks the index's block size for a base of n bytes: small
+// blocks find short moved runs, but the index must stay small.
+func blockSize(n int) int {
+	bs := minBlock
+	for bs < maxBlock && n/bs > maxBlocks {
+		bs *= 2
+	}
+	return bs
+}
+
+// diff is Diff with a chosen block size (≥ minBlock), so tests can cover
+// large blocks without gigabyte inputs.
+func diff(old, new []byte, bs int) []byte {
 	e := encoder{buf: make([]byte, 0, maxHeaderLen+64)}
 	e.buf = append(e.buf, Version)
 	e.buf = binary.AppendUvarint(e.buf, uint64(len(old)))
@@ -43,15 +61,15 @@ func Diff(old, new []byte) []byte {
 		return e.buf
 	}
 
-	ix := newIndex(old)
+	ix := newIndex(old, bs)
 	// Splitting an INSERT to make room for a COPY costs at most one more
 	// op tag; a match must save more than that plus its own encoding.
 	e.tagMax = uvarintLen(uint64(len(new)) << 1)
 
 	anchor := 0 // new[anchor:q] is pending, to be sent as an INSERT
 	q := 0
-	var h uint64 // rolling hash of new[q:q+ix.bs] when hashAt == q
-	hashAt := -1 // position h was computed for
+	var h uint64 // rolling hash of new[hashAt:hashAt+ix.bs]
+	hashAt := -1 // -1 until h is first computed
 	for q+minMatch <= len(new) {
 		// First try the line the previous COPY was on: after a replaced
 		// run the old bytes continue where they left off. Trying it
@@ -68,12 +86,17 @@ func Diff(old, new []byte) []byte {
 			}
 		}
 		if ix != nil && q <= len(new)-ix.bs {
-			if hashAt == q-1 {
-				h = ix.roll(h, new[q-1], new[q+ix.bs-1])
+			// Rolling over a short jump instead of rehashing keeps
+			// the cost per byte bounded when matches are shorter
+			// than a block.
+			if hashAt >= 0 && q-hashAt < ix.bs {
+				for ; hashAt < q; hashAt++ {
+					h = ix.roll(h, new[hashAt], new[hashAt+ix.bs])
+				}
 			} else {
 				h = ix.hash(new[q : q+ix.bs])
+				hashAt = q
 			}
-			hashAt = q
 			if c := ix.table[(h*hashMix)>>ix.shift]; c != 0 {
 				// Blocks are ≥ minBlock > minMatch long, so o+8 is in old.
 				o := int(c-1) * ix.bs
@@ -140,18 +163,17 @@ type index struct {
 	table []uint32 // block number + 1; 0 is empty
 }
 
-// newIndex indexes old, or returns nil when old has no full block.
-func newIndex(old []byte) *index {
-	bs := minBlock
-	for bs < maxBlock && len(old)/bs > maxBlocks {
-		bs *= 2
-	}
+// newIndex indexes old's blocks of bs bytes, or returns nil when old has
+// no full block.
+func newIndex(old []byte, bs int) *index {
 	nblocks := len(old) / bs
 	if nblocks == 0 {
 		return nil
 	}
-	if nblocks > math.MaxUint32-1 { // block numbers are stored in uint32
-		nblocks = math.MaxUint32 - 1
+	// Block numbers are stored in uint32; a variable keeps this
+	// compiling where int is 32 bits.
+	if limit := uint64(math.MaxUint32 - 1); uint64(nblocks) > limit {
+		nblocks = int(limit)
 	}
 	logSize := bits.Len(uint(2*nblocks - 1)) // table at least twice the blocks
 	ix := &index{

@@ -54,10 +54,16 @@
 // a writer's bug; they are not an authenticator (a delta's author can write
 // any output, and the envelope's AES-GCM already authenticates the bytes).
 //
-// Example: turning "hello world" into "hello, world" is
+// Example: turning the 40 bytes "integrity: every change is a transaction"
+// into the 47 bytes "integrity: every single change is a transaction" is
+// this 31-byte delta (hex):
 //
-//	01  0b  b94d27b9934d3e08  0c  <SHA-256("hello, world")[0:8]>
-//	0b 00        COPY  n=5  d=0   -> old[0:5]  "hello"
-//	02 2c        INSERT n=1       -> ","
-//	0d 00        COPY  n=6  d=0   -> old[5:11] " world"
+//	01                   version 1
+//	28                   base length 40
+//	70d859e3a33085ca     SHA-256(old)[0:8]
+//	2f                   output length 47
+//	abb541ee35e0cd58     SHA-256(new)[0:8]
+//	23 00                COPY   n=17 d=0   old[0:17]   "integrity: every "
+//	0c 73696e676c65      INSERT n=6        "single"
+//	31 01                COPY   n=24 d=-1  old[16:40]  " change is a transaction"
 package delta

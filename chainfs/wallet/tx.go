@@ -111,11 +111,6 @@ func fee(tx *wire.MsgTx, rate int64) int64 {
 // address — to outs, with any change of at least DustLimit back to k's
 // address as the last output (smaller change goes to the miner).
 func (k *Key) Spend(inputs []chain.UTXO, outs []*wire.TxOut, feeRate int64) (*wire.MsgTx, error) {
-	tx, _, err := k.spend(inputs, outs, feeRate, false)
-	return tx, err
-}
-
-func (k *Key) spend(inputs []chain.UTXO, outs []*wire.TxOut, feeRate int64, needChange bool) (*wire.MsgTx, int64, error) {
 	tx := wire.NewMsgTx(wire.TxVersion)
 	var have, want int64
 	for _, in := range inputs {
@@ -128,26 +123,20 @@ func (k *Key) spend(inputs []chain.UTXO, outs []*wire.TxOut, feeRate int64, need
 	}
 	tx.AddTxOut(wire.NewTxOut(0, k.pkScript))
 	f := fee(tx, feeRate)
-	change := have - want - f
-	switch {
+	switch change := have - want - f; {
 	case change >= DustLimit:
 		tx.TxOut[len(tx.TxOut)-1].Value = change
-	case needChange || change < 0:
-		need := want + f
-		if needChange {
-			need += DustLimit
-		}
-		return nil, 0, &InsufficientFundsError{Have: have, Need: need}
+	case change < 0:
+		return nil, &InsufficientFundsError{Have: have, Need: want + f}
 	default:
 		tx.TxOut = tx.TxOut[:len(tx.TxOut)-1]
-		change = 0
 	}
 	for i := range tx.TxIn {
 		if err := k.sign(tx, i); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
-	return tx, change, nil
+	return tx, nil
 }
 
 // Commit builds and signs a node commit (docs/PROTOCOL.md, "Commits"):
@@ -155,22 +144,16 @@ func (k *Key) spend(inputs []chain.UTXO, outs []*wire.TxOut, feeRate int64, need
 // current head — into output 0, the OP_RETURN script, and output 1, the
 // change back to k's address, which becomes the new head. The spend chain
 // this forms is what orders a node's commits and makes concurrent writers
-// collide.
+// collide. Wallet.Commit is the variant that tops a node up.
 func (k *Key) Commit(inputs []chain.UTXO, opReturn []byte, feeRate int64) (*wire.MsgTx, chain.UTXO, error) {
 	if len(inputs) == 0 {
 		return nil, chain.UTXO{}, errors.New("wallet: commit needs at least one input (the node's head)")
 	}
-	tx, change, err := k.spend(inputs, []*wire.TxOut{wire.NewTxOut(0, opReturn)}, feeRate, true)
+	tx, change, err := k.spendHeadSecond(inputs, []*wire.TxOut{wire.NewTxOut(0, opReturn)}, feeRate)
 	if err != nil {
 		return nil, chain.UTXO{}, err
 	}
-	head := chain.UTXO{
-		OutPoint: wire.OutPoint{Hash: tx.TxHash(), Index: 1},
-		Value:    change,
-		PkScript: k.pkScript,
-		Height:   -1,
-	}
-	return tx, head, nil
+	return tx, headOf(tx, k, change), nil
 }
 
 // CommitFee returns the fee a commit with nInputs inputs and an OP_RETURN

@@ -282,3 +282,153 @@ func (w *Wallet) Invalidate() {
 	w.utxos = nil
 	w.mu.Unlock()
 }
+
+// Commit builds, signs and broadcasts a commit from key's address (see
+// Key.Commit for the layout) with pays as outputs 2..: the node's own
+// inputs pay when they can; otherwise the wallet adds inputs and the new
+// head is set to topUp, so a busy node is refilled in the same transaction
+// instead of a separate funding one. Outputs: 0 OP_RETURN, 1 new head,
+// 2.. pays, then the wallet's change if it contributed.
+func (w *Wallet) Commit(ctx context.Context, key *Key, inputs []chain.UTXO, opReturn []byte, pays []*wire.TxOut, topUp int64) (*wire.MsgTx, chain.UTXO, error) {
+	if len(inputs) == 0 {
+		return nil, chain.UTXO{}, errors.New("wallet: commit needs at least one input (the node's head)")
+	}
+	outs := append([]*wire.TxOut{wire.NewTxOut(0, opReturn)}, pays...)
+	// Node-funded: head = change.
+	if tx, change, err := key.spendHeadSecond(inputs, outs, w.feeRate); err == nil {
+		if err := w.backend.Broadcast(ctx, tx); err != nil {
+			return nil, chain.UTXO{}, fmt.Errorf("wallet: broadcast commit: %w", err)
+		}
+		return tx, headOf(tx, key, change), nil
+	} else if !errors.Is(err, ErrInsufficientFunds) {
+		return nil, chain.UTXO{}, err
+	}
+	if topUp < DustLimit {
+		topUp = DustLimit
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		cached := w.utxos != nil
+		tx, err := w.coFund(ctx, key, inputs, outs, topUp)
+		if cached && attempt == 0 && (errors.Is(err, chain.ErrConflict) || errors.Is(err, ErrInsufficientFunds)) {
+			w.utxos = nil
+			continue
+		}
+		if err != nil {
+			return nil, chain.UTXO{}, err
+		}
+		return tx, headOf(tx, key, topUp), nil
+	}
+}
+
+func headOf(tx *wire.MsgTx, key *Key, value int64) chain.UTXO {
+	return chain.UTXO{OutPoint: wire.OutPoint{Hash: tx.TxHash(), Index: 1}, Value: value, PkScript: key.pkScript, Height: -1}
+}
+
+// spendHeadSecond is Key.spend with the change (the new head) placed at
+// output 1, right after the OP_RETURN.
+func (k *Key) spendHeadSecond(inputs []chain.UTXO, outs []*wire.TxOut, feeRate int64) (*wire.MsgTx, int64, error) {
+	tx := wire.NewMsgTx(wire.TxVersion)
+	var have, want int64
+	for _, in := range inputs {
+		tx.AddTxIn(wire.NewTxIn(&in.OutPoint, nil, nil))
+		have += in.Value
+	}
+	tx.AddTxOut(outs[0])
+	tx.AddTxOut(wire.NewTxOut(0, k.pkScript))
+	for _, o := range outs {
+		want += o.Value
+	}
+	for _, o := range outs[1:] {
+		tx.AddTxOut(o)
+	}
+	f := fee(tx, feeRate)
+	change := have - want - f
+	if change < DustLimit {
+		return nil, 0, &InsufficientFundsError{Have: have, Need: want + f + DustLimit}
+	}
+	tx.TxOut[1].Value = change
+	for i := range tx.TxIn {
+		if err := k.sign(tx, i); err != nil {
+			return nil, 0, err
+		}
+	}
+	return tx, change, nil
+}
+
+// coFund adds wallet inputs to a commit so the new head holds topUp.
+// Called with w.mu held.
+func (w *Wallet) coFund(ctx context.Context, key *Key, inputs []chain.UTXO, outs []*wire.TxOut, topUp int64) (*wire.MsgTx, error) {
+	utxos, next, err := w.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	maturity := w.backend.Params().CoinbaseMaturity
+	cands := make([]chain.UTXO, 0, len(utxos))
+	var spendable int64
+	for _, u := range utxos {
+		if u.Spendable(next, maturity) {
+			cands = append(cands, u)
+			spendable += u.Value
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].Value > cands[j].Value })
+	var nodeHave, want int64
+	for _, in := range inputs {
+		nodeHave += in.Value
+	}
+	for _, o := range outs {
+		want += o.Value
+	}
+	want += topUp
+	for n := 1; n <= len(cands); n++ {
+		tx := wire.NewMsgTx(wire.TxVersion)
+		have := nodeHave
+		for _, in := range inputs {
+			tx.AddTxIn(wire.NewTxIn(&in.OutPoint, nil, nil))
+		}
+		for _, u := range cands[:n] {
+			tx.AddTxIn(wire.NewTxIn(&u.OutPoint, nil, nil))
+			have += u.Value
+		}
+		tx.AddTxOut(outs[0])
+		tx.AddTxOut(wire.NewTxOut(topUp, key.pkScript))
+		for _, o := range outs[1:] {
+			tx.AddTxOut(o)
+		}
+		tx.AddTxOut(wire.NewTxOut(0, w.key.pkScript))
+		f := fee(tx, w.feeRate)
+		change := have - want - f
+		if change < 0 {
+			continue
+		}
+		if change < DustLimit {
+			tx.TxOut = tx.TxOut[:len(tx.TxOut)-1]
+		} else {
+			tx.TxOut[len(tx.TxOut)-1].Value = change
+		}
+		for i := range tx.TxIn {
+			signer := key
+			if i >= len(inputs) {
+				signer = w.key
+			}
+			if err := signer.sign(tx, i); err != nil {
+				return nil, err
+			}
+		}
+		if err := w.backend.Broadcast(ctx, tx); err != nil {
+			return nil, fmt.Errorf("wallet: broadcast commit: %w", err)
+		}
+		h := tx.TxHash()
+		for _, u := range cands[:n] {
+			delete(w.utxos, u.OutPoint)
+		}
+		if change >= DustLimit {
+			idx := uint32(len(tx.TxOut) - 1)
+			w.utxos[wire.OutPoint{Hash: h, Index: idx}] = chain.UTXO{OutPoint: wire.OutPoint{Hash: h, Index: idx}, Value: change, PkScript: w.key.pkScript, Height: -1}
+		}
+		return tx, nil
+	}
+	return nil, &InsufficientFundsError{Have: spendable, Need: want - nodeHave}
+}

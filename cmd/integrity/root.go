@@ -48,7 +48,9 @@ password, and shows it as a real FUSE mount at ~/integrity.`,
 		newChainCmd(a),
 		newWalletCmd(a),
 		newAgentCmd(a),
+		newSecretServerCmd(a),
 	)
+	root.AddCommand(newAccountCmds(a)...)
 	return root
 }
 
@@ -74,12 +76,21 @@ func (a *app) openSystem(ctx context.Context, agent bool) (*system.System, confi
 	if err != nil {
 		return nil, d, err
 	}
-	s, err := d.Resolve(a.chain)
+	s, fresh, err := d.Resolve(a.chain)
 	if err != nil {
 		return nil, d, err
 	}
 	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: s, Logger: a.logger(), Agent: agent})
-	return sys, d, err
+	if err != nil {
+		return nil, d, err
+	}
+	if fresh {
+		if err := d.Save(s); err != nil {
+			sys.Close()
+			return nil, d, err
+		}
+	}
+	return sys, d, nil
 }
 
 // caller reaches the System: through the agent when one runs for this data

@@ -220,3 +220,65 @@ func Field(out, name string) string {
 	}
 	return ""
 }
+
+// SecretServer is a real `integrity secret-server` process.
+type SecretServer struct {
+	URL      string
+	CodeFile string
+	DataDir  string
+	cmd      *exec.Cmd
+}
+
+// StartSecretServer starts a secret server on a free loopback port with
+// the development code sender, stopped when the test ends.
+func StartSecretServer(t testing.TB, extra ...string) *SecretServer {
+	t.Helper()
+	dir := t.TempDir()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	s := &SecretServer{URL: "http://" + addr, CodeFile: filepath.Join(dir, "codes.txt"), DataDir: filepath.Join(dir, "data")}
+	args := append([]string{"secret-server", "--listen", addr, "--data", s.DataDir, "--code-file", s.CodeFile, "--code-resend-interval", "1ms", "--rate", "1000", "--burst", "1000"}, extra...)
+	s.cmd = exec.Command(Binary(t), args...)
+	var logb bytes.Buffer
+	s.cmd.Stdout, s.cmd.Stderr = &logb, &logb
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("secret server did not start: %s", logb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop stops the server (idempotent).
+func (s *SecretServer) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+		}
+		s.cmd = nil
+	}
+}
+
+// WriteFile writes a small file in the test's temp dir and returns its path.
+func WriteFile(t testing.TB, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -42,6 +42,11 @@ type Settings struct {
 	MineInterval Duration `json:"mine_interval,omitempty"`
 	// FeeRate in sat/byte; 0 means the wallet default.
 	FeeRate int64 `json:"fee_rate,omitempty"`
+	// User is the id this System is enrolled under at its secret servers.
+	User string `json:"user,omitempty"`
+	// SecretServers are the base URLs holding the presentation key's
+	// slices, in slice order.
+	SecretServers []string `json:"secret_servers,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "2s" in JSON.
@@ -130,12 +135,14 @@ func (d Dir) Save(s Settings) error {
 }
 
 // Resolve combines the remembered settings with a --chain flag: the first
-// use remembers the flag (or "embedded"); later uses must agree with it,
-// because a System's state belongs to one chain.
-func (d Dir) Resolve(chainFlag string) (Settings, error) {
-	s, err := d.Load()
+// use takes the flag (or "embedded"); later uses must agree with it,
+// because a System's state belongs to one chain. The caller saves the
+// settings once the chain has opened, so a mistyped first --chain is not
+// remembered.
+func (d Dir) Resolve(chainFlag string) (s Settings, fresh bool, err error) {
+	s, err = d.Load()
 	if err != nil {
-		return Settings{}, err
+		return Settings{}, false, err
 	}
 	switch {
 	case s.Chain == "":
@@ -146,13 +153,11 @@ func (d Dir) Resolve(chainFlag string) (Settings, error) {
 		if s.MineInterval == 0 {
 			s.MineInterval = Duration(DefaultMineInterval)
 		}
-		if err := d.Save(s); err != nil {
-			return Settings{}, err
-		}
+		fresh = true
 	case chainFlag != "" && chainFlag != s.Chain:
-		return Settings{}, fmt.Errorf("%w: %s uses %s, not %s (use another --data-dir)", ErrChainMismatch, d.Path, Redact(s.Chain), Redact(chainFlag))
+		return Settings{}, false, fmt.Errorf("%w: %s uses %s, not %s (use another --data-dir)", ErrChainMismatch, d.Path, Redact(s.Chain), Redact(chainFlag))
 	}
-	return s, nil
+	return s, fresh, nil
 }
 
 // WriteFileAtomic writes via a synced temporary file and rename, so a crash

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/btcsuite/btcd/address/v2"
@@ -25,6 +26,8 @@ import (
 	"github.com/integrity-sys/integrity/chainfs/wallet"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/config"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/rpc"
+	"github.com/integrity-sys/integrity/keyring"
+	"github.com/integrity-sys/integrity/keyring/secretserver"
 )
 
 // Options open a System.
@@ -43,6 +46,10 @@ type System struct {
 	log     *slog.Logger
 	backend chain.Backend
 	wallet  *wallet.Wallet
+
+	mu    sync.Mutex
+	id    *keyring.Identity // nil until init/login
+	flows map[string]*flow  // account operations waiting for codes
 }
 
 // Open opens the chain backend and wallet of a data directory.
@@ -57,7 +64,11 @@ func Open(ctx context.Context, opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &System{opts: opts, log: opts.Logger}
+	id, err := loadIdentity(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &System{opts: opts, log: opts.Logger, id: id, flows: map[string]*flow{}}
 	backend, err := openBackend(ctx, opts, seed)
 	if err != nil {
 		return nil, err
@@ -121,8 +132,17 @@ func (s *System) Backend() chain.Backend { return s.backend }
 // Wallet is the open wallet.
 func (s *System) Wallet() *wallet.Wallet { return s.wallet }
 
-// Close releases everything.
+// Close releases everything and wipes the keys held in memory.
 func (s *System) Close() error {
+	s.mu.Lock()
+	if s.id != nil {
+		s.id.Wipe()
+	}
+	for k, f := range s.flows {
+		f.wipe()
+		delete(s.flows, k)
+	}
+	s.mu.Unlock()
 	return s.backend.Close()
 }
 
@@ -135,18 +155,36 @@ func Codes() *rpc.Codes {
 	c.Register("unavailable", chain.ErrUnavailable)
 	c.Register("unsupported", chain.ErrUnsupported)
 	c.Register("insufficient_funds", wallet.ErrInsufficientFunds)
+	c.Register("not_logged_in", ErrNotLoggedIn)
+	c.Register("logged_in", ErrLoggedIn)
+	c.Register("no_funds", ErrNoFunds)
+	c.Register("no_system", keyring.ErrNoSystem)
+	c.Register("wrong_factors", keyring.ErrWrongFactors)
+	c.Register("backup_replaced", keyring.ErrBackupReplaced)
+	c.Register("bootstrap_broken", keyring.ErrBootstrapBroken)
+	c.Register("locked", keyring.ErrLocked)
+	c.Register("unknown_user", secretserver.ErrUnknownUser)
+	c.Register("bad_code", secretserver.ErrBadCode)
+	c.Register("locked_out", secretserver.ErrLockedOut)
+	c.Register("rate_limited", secretserver.ErrRateLimited)
+	c.Register("exists", secretserver.ErrExists)
+	c.Register("server_unavailable", secretserver.ErrUnavailable)
 	return c
 }
 
 // Handlers is the table of operations.
 func (s *System) Handlers() rpc.Handlers {
-	return rpc.Handlers{
+	h := rpc.Handlers{
 		"chain.status":   s.chainStatus,
 		"chain.mine":     s.chainMine,
 		"wallet.address": s.walletAddress,
 		"wallet.balance": s.walletBalance,
 		"wallet.send":    s.walletSend,
 	}
+	for k, v := range s.authHandlers() {
+		h[k] = v
+	}
+	return h
 }
 
 // ChainStatus answers chain.status.
