@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-3}
-SECTIONS=${SECTIONS:-chain}
+SECTIONS=${SECTIONS:-chain keys}
 OUT=.cache/bench
 mkdir -p "$OUT"
 export PATH="$PWD/.cache/bin:$PATH"
@@ -32,6 +32,44 @@ section_chain() {
     go test -run '^$' -bench '^BenchmarkCommits$' -benchtime 4000x -count "$COUNT" ./chainfs/chain/btcdrpc/ >"$g" 2>&1 || { cat "$g"; return 1; }
     printf '  btcd RPC  commit-rate    %8s commits/s\n' "$(metric "$g" BenchmarkCommits commits/s)"
   fi
+}
+
+# now_ms: wall clock in milliseconds.
+now_ms() { date +%s%3N; }
+
+section_keys() {
+  echo "== keys: password KDF (one offline guess), init and login end to end"
+  local f=$OUT/keys-kdf.txt
+  go test -run '^$' -bench 'DeriveDefault|DerivePBKDF2' -count "$COUNT" ./keyring/ >"$f" 2>&1 || { cat "$f"; return 1; }
+  local argon pbkdf
+  argon=$(awk '$1 ~ /^BenchmarkDeriveDefault/ {print $3/1e6}' "$f" | median)
+  pbkdf=$(awk '$1 ~ /^BenchmarkDerivePBKDF2/ {print $3/1e6}' "$f" | median)
+  printf '  kdf         argon2id t=3 m=64MiB p=4  %8s ms per guess\n' "$argon"
+  printf '  kdf         pbkdf2-sha256 600k        %8s ms per guess\n' "$pbkdf"
+  local tmp; tmp=$(mktemp -d)
+  local port=$((20000 + RANDOM % 20000))
+  bin/integrity secret-server --listen 127.0.0.1:$port --data "$tmp/ss" --code-file "$tmp/codes" \
+    --code-resend-interval 1ms --rate 1000 --burst 1000 >"$tmp/ss.log" 2>&1 &
+  local sspid=$!
+  sleep 1
+  echo "bench password" >"$tmp/pw"
+  local inits=() logins=()
+  for i in $(seq 1 "$COUNT"); do
+    local d="$tmp/dev$i" t0 t1
+    t0=$(now_ms)
+    bin/integrity --data-dir "$d" init --user "bench$i" --destination "bench$i" --secret-server http://127.0.0.1:$port \
+      --code-file "$tmp/codes" --password-file "$tmp/pw" --backup-key-out "$tmp/bk$i" >/dev/null 2>&1
+    t1=$(now_ms); inits+=($((t1 - t0)))
+    bin/integrity --data-dir "$d" logout >/dev/null
+    t0=$(now_ms)
+    bin/integrity --data-dir "$d" login --user "bench$i" --secret-server http://127.0.0.1:$port \
+      --code-file "$tmp/codes" --password-file "$tmp/pw" >/dev/null
+    t1=$(now_ms); logins+=($((t1 - t0)))
+  done
+  kill $sspid 2>/dev/null || true
+  rm -rf "$tmp"
+  printf '  init        embedded chain, 1 secret server  %6s ms (of which KDF %s ms)\n' "$(printf '%s\n' "${inits[@]}" | median)" "$argon"
+  printf '  login       embedded chain, 1 secret server  %6s ms (of which KDF %s ms)\n' "$(printf '%s\n' "${logins[@]}" | median)" "$argon"
 }
 
 for s in $SECTIONS; do
