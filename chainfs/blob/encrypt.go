@@ -3,7 +3,6 @@ package blob
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 
@@ -112,14 +111,20 @@ func EncryptReader(ctx context.Context, r io.Reader, w io.Writer) (Ref, error) {
 	return ref, nil
 }
 
-// readChunk fills buf from r; a short count means r reached EOF.
+// readChunk fills buf from r; a short count means r reached EOF. Only
+// io.EOF ends the input: any other error, io.ErrUnexpectedEOF included
+// (a truncated source), is a failure.
 func readChunk(r io.Reader, buf []byte) (int, error) {
-	n, err := io.ReadFull(r, buf)
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return n, nil
-	}
-	if err != nil {
-		return n, fmt.Errorf("blob: reading plaintext: %w", err)
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("blob: reading plaintext: %w", err)
+		}
 	}
 	return n, nil
 }

@@ -88,10 +88,11 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// verifyReader passes a blob's bytes through and checks, when the last of
-// its size bytes has been read, that they hash to want. A wrong blob fails
-// on that final Read (together with the last bytes), so even a caller that
-// reads exactly size bytes and never sees EOF learns of it.
+// verifyReader passes a blob's bytes through and checks, on the Read that
+// completes the blob's size bytes, that they hash to want. If they do not,
+// that Read withholds its bytes and fails, so even io.ReadFull of exactly
+// the size (which never sees EOF, and ignores an error that comes with the
+// last bytes) reports a wrong blob.
 type verifyReader struct {
 	r       io.Reader
 	c       io.Closer
@@ -127,7 +128,7 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 	}
 	v.checked = true
 	if sum := v.h.Sum(nil); subtle.ConstantTimeCompare(sum, v.want[:]) != 1 {
-		return n, fmt.Errorf("%w: %s: stored bytes hash to %x", ErrHashMismatch, v.what, sum)
+		return 0, fmt.Errorf("%w: %s: stored bytes hash to %x", ErrHashMismatch, v.what, sum)
 	}
 	return n, nil
 }
