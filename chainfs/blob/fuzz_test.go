@@ -38,7 +38,10 @@ func FuzzRefUnmarshal(f *testing.F) {
 // and must agree.
 func FuzzDecrypt(f *testing.F) {
 	key := testKey(9)
-	for _, n := range []int{0, 1, 100, ChunkSize, ChunkSize + 1} {
+	// Small seeds only: the fuzzer minimizes every new input it finds, and
+	// minimizing a 64 KiB input stalls it for its whole time budget.
+	// Multi-chunk blobs are covered by the unit tests.
+	for _, n := range []int{0, 1, 100} {
 		enc, _, _ := encryptWithKey(randBytes(n, uint64(n)), key)
 		f.Add(enc, int64(n))
 	}

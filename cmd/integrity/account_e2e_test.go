@@ -1,14 +1,23 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/btcsuite/btcd/address/v2"
+	"github.com/btcsuite/btcd/wire/v2"
+
+	"github.com/integrity-sys/integrity/chainfs/chain"
+	"github.com/integrity-sys/integrity/chainfs/chain/btcdrpc"
+	"github.com/integrity-sys/integrity/chainfs/wallet"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/system"
 	"github.com/integrity-sys/integrity/internal/e2e"
+	"github.com/integrity-sys/integrity/internal/envelope"
+	"github.com/integrity-sys/integrity/keyring"
 )
 
 func whoami(t *testing.T, d *e2e.Device) system.WhoAmI {
@@ -130,5 +139,108 @@ func TestAccountsEndToEnd(t *testing.T) {
 	dev().Fail("unreachable", append([]string{"login", "--password-file", pw3}, srv...)...)
 	if !strings.HasPrefix(wa.PresentationAddress, "S") {
 		t.Fatalf("simnet address expected: %s", wa.PresentationAddress)
+	}
+}
+
+// TestTwoSecretServersAndForgedBootstrap: the presentation key split over
+// two secret servers (paper footnote 1) — sign-on needs both slices — and a
+// third party paying the presentation address with forged bootstrap
+// messages (a weaker salt, a bogus wrapping) changes nothing.
+func TestTwoSecretServersAndForgedBootstrap(t *testing.T) {
+	node := e2e.StartBtcd(t)
+	s1 := e2e.StartSecretServer(t)
+	s2 := e2e.StartSecretServerCodes(t, s1.CodeFile)
+	pw := e2e.WriteFile(t, "pw", "two servers\n")
+	backup := filepath.Join(t.TempDir(), "backup")
+	a := e2e.NewDevice(t, node.URL)
+	// Both servers send their codes to one file, in server order.
+	a.OK("init", "--user", "carol@example.com", "--destination", "carol@example.com",
+		"--secret-server", s1.URL, "--secret-server", s2.URL, "--code-file", s1.CodeFile,
+		"--password-file", pw, "--backup-key-out", backup)
+	wa := whoami(t, a)
+	if len(wa.SecretServers) != 2 {
+		t.Fatalf("servers remembered: %v", wa.SecretServers)
+	}
+
+	forgeBootstrap(t, node.URL, wa.PresentationAddress)
+
+	b := e2e.NewDevice(t, node.URL)
+	b.OK("login", "--user", "carol@example.com", "--secret-server", s1.URL, "--secret-server", s2.URL,
+		"--code-file", s1.CodeFile, "--password-file", pw)
+	sameSystem(t, "two slices", wa, whoami(t, b))
+	// One slice alone is not the presentation key.
+	e2e.NewDevice(t, node.URL).Fail("no System", "login", "--user", "carol@example.com", "--secret-server", s1.URL,
+		"--code-file", s1.CodeFile, "--password-file", pw)
+}
+
+// forgeBootstrap pays the presentation address from a stranger's wallet
+// with OP_RETURNs that look like a newer salt and wrapping. They do not
+// spend from the address, so they are not its messages.
+func forgeBootstrap(t *testing.T, chainURL, presAddr string) {
+	t.Helper()
+	ctx := context.Background()
+	be, err := btcdrpc.Dial(ctx, chainURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	seed := make([]byte, 32)
+	seed[0] = 7
+	w, err := wallet.New(seed, be, wallet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Mine(ctx, int(be.Params().CoinbaseMaturity)+1, w.Address()); err != nil {
+		t.Fatal(err)
+	}
+	to, err := address.DecodeAddress(presAddr, be.Params())
+	if err != nil {
+		t.Fatal(err)
+	}
+	weak := keyring.TestKDFParams()
+	blob, err := weak.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct {
+		typ    envelope.Type
+		fields [][]byte
+	}{
+		{envelope.TypeBootSalt, [][]byte{blob}},
+		{envelope.TypeBootWrapPwPres, [][]byte{make([]byte, 60), make([]byte, 8)}},
+	} {
+		script, err := envelope.Encode(m.typ, m.fields...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pay, err := wallet.PayTo(to, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		utxos, err := be.UTXOs(ctx, w.Address())
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := wallet.DeriveKey(seed, be.Params())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in []chain.UTXO
+		for _, u := range utxos {
+			if u.Spendable(0x7fffffff, be.Params().CoinbaseMaturity) {
+				in = append(in, u)
+				break
+			}
+		}
+		tx, err := key.Spend(in, []*wire.TxOut{wire.NewTxOut(0, script), wire.NewTxOut(1000, pay.PkScript)}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Broadcast(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := be.Mine(ctx, 1, w.Address()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

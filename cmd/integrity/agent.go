@@ -15,7 +15,7 @@ import (
 )
 
 func newAgentCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the agent in the foreground: it owns the chain, holds the keys and serves commands on its socket",
 		Args:  cobra.NoArgs,
@@ -23,6 +23,8 @@ func newAgentCmd(a *app) *cobra.Command {
 			return a.runAgent(cmd.Context())
 		},
 	}
+	cmd.Flags().DurationVar(&a.mineInterval, "mine-interval", 0, "embedded chain: mine pending transactions this often (default: the data dir's setting, 2s)")
+	return cmd
 }
 
 // runAgent serves the System until ctx ends (SIGINT/SIGTERM).

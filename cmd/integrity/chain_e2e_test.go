@@ -1,7 +1,9 @@
 package main
 
 import (
+	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,13 +49,13 @@ func TestChainAndWalletCLI(t *testing.T) {
 
 	// With an agent running, commands go through its socket (the agent
 	// owns the embedded chain's database).
-	agent := exec.Command(d.Bin, "--data-dir", d.DataDir, "agent")
+	agent := exec.Command(d.Bin, "--data-dir", d.DataDir, "agent", "--mine-interval", "1h")
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
 	deadline := time.Now().Add(20 * time.Second)
-	for d.Run("", "chain", "status").Code != 0 {
+	for !socketUp(filepath.Join(d.DataDir, "agent.sock")) {
 		if time.Now().After(deadline) {
 			t.Fatal("agent did not come up")
 		}
@@ -63,6 +65,10 @@ func TestChainAndWalletCLI(t *testing.T) {
 	st = d.OK("chain", "status")
 	if !strings.HasPrefix(e2e.Field(st, "tip"), "102 ") || e2e.Field(st, "mempool") != "1 transactions" {
 		t.Fatalf("through the agent, before its miner runs:\n%s", st)
+	}
+	d.OK("chain", "mine", "1")
+	if st = d.OK("chain", "status"); e2e.Field(st, "mempool") != "0 transactions" {
+		t.Fatalf("after mining through the agent:\n%s", st)
 	}
 }
 
@@ -95,4 +101,14 @@ func TestChainCLIAgainstBtcd(t *testing.T) {
 	if strings.Contains(line, "wrong") {
 		t.Fatalf("error line leaks the password: %s", line)
 	}
+}
+
+// socketUp reports whether an agent answers on its socket.
+func socketUp(path string) bool {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,8 +21,11 @@ type app struct {
 	dataDir  string
 	chain    string
 	logLevel string
-	out      io.Writer
-	errOut   io.Writer
+	// mineInterval overrides the embedded chain's mining interval
+	// (agent --mine-interval).
+	mineInterval time.Duration
+	out          io.Writer
+	errOut       io.Writer
 }
 
 func newRoot() *cobra.Command {
@@ -80,7 +84,11 @@ func (a *app) openSystem(ctx context.Context, agent bool) (*system.System, confi
 	if err != nil {
 		return nil, d, err
 	}
-	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: s, Logger: a.logger(), Agent: agent})
+	run := s
+	if a.mineInterval > 0 {
+		run.MineInterval = config.Duration(a.mineInterval)
+	}
+	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: run, Logger: a.logger(), Agent: agent})
 	if err != nil {
 		return nil, d, err
 	}

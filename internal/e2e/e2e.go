@@ -233,9 +233,19 @@ type SecretServer struct {
 // the development code sender, stopped when the test ends.
 func StartSecretServer(t testing.TB, extra ...string) *SecretServer {
 	t.Helper()
+	return StartSecretServerCodes(t, "", extra...)
+}
+
+// StartSecretServerCodes is StartSecretServer with the code file given
+// (several servers can share one, as a user's one phone would).
+func StartSecretServerCodes(t testing.TB, codeFile string, extra ...string) *SecretServer {
+	t.Helper()
 	dir := t.TempDir()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-	s := &SecretServer{URL: "http://" + addr, CodeFile: filepath.Join(dir, "codes.txt"), DataDir: filepath.Join(dir, "data")}
+	if codeFile == "" {
+		codeFile = filepath.Join(dir, "codes.txt")
+	}
+	s := &SecretServer{URL: "http://" + addr, CodeFile: codeFile, DataDir: filepath.Join(dir, "data")}
 	args := append([]string{"secret-server", "--listen", addr, "--data", s.DataDir, "--code-file", s.CodeFile, "--code-resend-interval", "1ms", "--rate", "1000", "--burst", "1000"}, extra...)
 	s.cmd = exec.Command(Binary(t), args...)
 	var logb bytes.Buffer
