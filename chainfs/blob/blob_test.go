@@ -444,6 +444,7 @@ func encryptStreamWithKey(r io.Reader, w io.Writer, key keyring.Key) error {
 		return err
 	}
 	hdr := header()
+	nb := make([]byte, nonceSize)
 	if _, err := w.Write(hdr[:]); err != nil {
 		return err
 	}
@@ -455,8 +456,7 @@ func encryptStreamWithKey(r io.Reader, w io.Writer, key keyring.Key) error {
 			nn, _ = readChunk(r, next[:ChunkSize])
 			last = nn == 0
 		}
-		n := nonce(i, last)
-		if _, err := w.Write(aead.Seal(cur[:0], n[:], cur[:nc], hdr[:])); err != nil {
+		if _, err := w.Write(aead.Seal(cur[:0], setNonce(nb, i, last), cur[:nc], hdr[:])); err != nil {
 			return err
 		}
 		if last {

@@ -42,15 +42,15 @@ func openBlob(encrypted []byte, ref Ref) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	aad, nb := hdr[:], make([]byte, nonceSize)
 	n := numChunks(ref.PlainSize)
 	out := make([]byte, ref.PlainSize)
 	for i := range n {
 		plen := chunkPlainLen(ref.PlainSize, i)
 		start := chunkOffset(i)
-		nc := nonce(i, i == n-1)
 		// Open appends into out's capacity: plaintext lands in place.
 		dst := out[i*ChunkSize : i*ChunkSize]
-		if _, err := aead.Open(dst, nc[:], encrypted[start:start+plen+TagSize], hdr[:]); err != nil {
+		if _, err := aead.Open(dst, setNonce(nb, i, i == n-1), encrypted[start:start+plen+TagSize], aad); err != nil {
 			return nil, fmt.Errorf("%w: %s: chunk %d of %d", ErrDecrypt, ref, i, n)
 		}
 	}
@@ -91,6 +91,7 @@ func DecryptStream(ctx context.Context, w io.Writer, r io.Reader, ref Ref) error
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	hdr := header()
+	aad, nb := hdr[:], make([]byte, nonceSize)
 	n := numChunks(ref.PlainSize)
 	for i := range n {
 		if err := ctx.Err(); err != nil {
@@ -100,7 +101,7 @@ func DecryptStream(ctx context.Context, w io.Writer, r io.Reader, ref Ref) error
 		if _, err := io.ReadFull(tr, sealed); err != nil {
 			return fmt.Errorf("%w: %s: reading chunk %d of %d: %w", ErrHashMismatch, ref, i, n, err)
 		}
-		if _, err := openChunk(aead, sealed, i, n, &hdr); err != nil {
+		if _, err := openChunk(aead, sealed, i, n, aad, nb); err != nil {
 			return fmt.Errorf("%s: %w", ref, err)
 		}
 		if _, err := w.Write(sealed[:len(sealed)-TagSize]); err != nil {
@@ -118,10 +119,9 @@ func DecryptStream(ctx context.Context, w io.Writer, r io.Reader, ref Ref) error
 }
 
 // openChunk authenticates and decrypts sealed chunk i of n in place and
-// returns its plaintext (a prefix of sealed).
-func openChunk(aead cipher.AEAD, sealed []byte, i, n int64, hdr *[HeaderSize]byte) ([]byte, error) {
-	nc := nonce(i, i == n-1)
-	pt, err := aead.Open(sealed[:0], nc[:], sealed, hdr[:])
+// returns its plaintext (a prefix of sealed); aad is the header and nb a reusable nonce buffer.
+func openChunk(aead cipher.AEAD, sealed []byte, i, n int64, aad, nb []byte) ([]byte, error) {
+	pt, err := aead.Open(sealed[:0], setNonce(nb, i, i == n-1), sealed, aad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: chunk %d of %d", ErrDecrypt, i, n)
 	}
@@ -212,6 +212,7 @@ func (r *Reader) readWindow(ctx context.Context, dst []byte, off, end, a, b int6
 	encOff := chunkOffset(a)
 	encLen := chunkOffset(b) + chunkPlainLen(r.ref.PlainSize, b) + TagSize - encOff
 	hdr := header()
+	aad, nb := hdr[:], make([]byte, nonceSize)
 	return eachSource(ctx, r.s, r.ref.Hash, func(s Store) error {
 		data, err := s.GetRange(ctx, r.ref.Hash, encOff, encLen)
 		if err != nil {
@@ -223,7 +224,7 @@ func (r *Reader) readWindow(ctx context.Context, dst []byte, off, end, a, b int6
 		for i := a; i <= b; i++ {
 			start := chunkOffset(i) - encOff
 			sealed := data[start : start+chunkPlainLen(r.ref.PlainSize, i)+TagSize]
-			pt, err := openChunk(r.aead, sealed, i, n, &hdr)
+			pt, err := openChunk(r.aead, sealed, i, n, aad, nb)
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.ref, err)
 			}

@@ -34,13 +34,13 @@ func encryptWithKey(plain []byte, key keyring.Key) ([]byte, Ref, error) {
 		return nil, Ref{}, err
 	}
 	hdr := header()
+	aad, nb := hdr[:], make([]byte, nonceSize)
 	n := numChunks(plainSize)
 	out := make([]byte, 0, EncryptedSize(plainSize))
-	out = append(out, hdr[:]...)
+	out = append(out, aad...)
 	for i := range n {
 		start := i * ChunkSize
-		nc := nonce(i, i == n-1)
-		out = aead.Seal(out, nc[:], plain[start:start+chunkPlainLen(plainSize, i)], hdr[:])
+		out = aead.Seal(out, setNonce(nb, i, i == n-1), plain[start:start+chunkPlainLen(plainSize, i)], aad)
 	}
 	return out, Ref{Hash: sha256.Sum256(out), Size: int64(len(out)), PlainSize: plainSize, Key: key}, nil
 }
@@ -69,7 +69,8 @@ func EncryptReader(ctx context.Context, r io.Reader, w io.Writer) (Ref, error) {
 		return nil
 	}
 	hdr := header()
-	if err := write(hdr[:]); err != nil {
+	aad, nb := hdr[:], make([]byte, nonceSize)
+	if err := write(aad); err != nil {
 		return Ref{}, err
 	}
 	// Whether a chunk is the last is only known once the next read hits
@@ -97,8 +98,7 @@ func EncryptReader(ctx context.Context, r io.Reader, w io.Writer) (Ref, error) {
 		if plainSize > MaxPlainSize {
 			return Ref{}, fmt.Errorf("blob: input exceeds the %d-byte blob limit", int64(MaxPlainSize))
 		}
-		nonce := nonce(i, last)
-		if err := write(aead.Seal(cur[:0], nonce[:], cur[:nc], hdr[:])); err != nil {
+		if err := write(aead.Seal(cur[:0], setNonce(nb, i, last), cur[:nc], aad)); err != nil {
 			return Ref{}, err
 		}
 		if last {

@@ -87,13 +87,17 @@ func chunkPlainLen(plainSize, i int64) int64 {
 // chunkOffset is where sealed chunk i starts in the blob.
 func chunkOffset(i int64) int64 { return HeaderSize + i*sealedChunkSize }
 
-func nonce(i int64, last bool) [nonceSize]byte {
-	var n [nonceSize]byte
-	binary.BigEndian.PutUint64(n[3:11], uint64(i))
+// setNonce writes nonce_i into nb (12 bytes) and returns it. Callers reuse
+// one buffer: a nonce passed to the AEAD interface escapes to the heap.
+func setNonce(nb []byte, i int64, last bool) []byte {
+	nb = nb[:nonceSize]
+	clear(nb[:3])
+	binary.BigEndian.PutUint64(nb[3:11], uint64(i))
+	nb[11] = 0
 	if last {
-		n[11] = 1
+		nb[11] = 1
 	}
-	return n
+	return nb
 }
 
 func newAEAD(key *keyring.Key) (cipher.AEAD, error) {
