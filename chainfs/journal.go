@@ -1,0 +1,302 @@
+package chainfs
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/integrity-sys/integrity/chainfs/node"
+	"github.com/integrity-sys/integrity/keyring"
+)
+
+// The journal is a Badger database, encrypted at rest, holding what is not
+// on chain yet: local changes of nodes (written on close and fsync), and
+// the raw transactions of commits broadcast but not yet in a block. It is
+// the write-ahead log that makes a crash lose nothing flushed.
+type journal struct {
+	db  *badger.DB
+	log *slog.Logger
+
+	mu  sync.Mutex
+	seq uint64
+	utx map[[32]byte]uint64
+}
+
+var (
+	prefLocal = []byte("L/")
+	prefUTX   = []byte("U/")
+)
+
+// localRecord is a node's local state as journaled.
+type localRecord struct {
+	Addr, Parent [20]byte
+	Depth        int
+	Name         string
+	Kind         node.Kind
+	Mode         uint32
+	Mtime        int64
+	Target       string
+	Xattrs       map[string][]byte
+	Entries      []node.Entry
+	NextIndex    uint32
+	Content      []byte
+	// BaseRev and BaseTx say which chain state the change was made on,
+	// so a restore merges with what others committed since.
+	BaseRev int
+	BaseTx  [32]byte
+}
+
+type utxRecord struct {
+	seq  uint64
+	txid [32]byte
+	raw  []byte
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Infof(string, ...any)        {}
+func (b badgerLogger) Debugf(string, ...any)       {}
+
+func openJournal(dir string, key keyring.Key, log *slog.Logger) (*journal, error) {
+	if dir == "" {
+		return nil, errors.New("chainfs: no cache directory")
+	}
+	opts := badger.DefaultOptions(dir).
+		WithEncryptionKey(key[:]).
+		WithIndexCacheSize(16 << 20).
+		WithLogger(badgerLogger{log}).
+		WithNumVersionsToKeep(1).
+		WithValueLogFileSize(256 << 20).
+		WithMemTableSize(16 << 20)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("chainfs: open cache %s (wrong key for this data dir?): %w", dir, err)
+	}
+	j := &journal{db: db, log: log, utx: map[[32]byte]uint64{}}
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefUTX})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(prefUTX)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(k[len(prefUTX):])
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil || len(v) < 32 {
+				continue
+			}
+			var txid [32]byte
+			copy(txid[:], v)
+			j.utx[txid] = seq
+			j.seq = max(j.seq, seq)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("chainfs: read journal: %w", err)
+	}
+	return j, nil
+}
+
+func (j *journal) close() error {
+	return j.db.Close()
+}
+
+func localKey(addr [20]byte) []byte { return append(append([]byte{}, prefLocal...), addr[:]...) }
+
+func (j *journal) putLocal(r localRecord, sync bool) error {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(r); err != nil {
+		return fmt.Errorf("chainfs: journal: %w", err)
+	}
+	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Set(localKey(r.Addr), buf.Bytes()) }); err != nil {
+		return fmt.Errorf("chainfs: journal: %w", err)
+	}
+	if sync {
+		return j.sync()
+	}
+	return nil
+}
+
+func (j *journal) sync() error {
+	if err := j.db.Sync(); err != nil {
+		return fmt.Errorf("chainfs: journal sync: %w", err)
+	}
+	return nil
+}
+
+func (j *journal) deleteLocal(addr [20]byte) {
+	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Delete(localKey(addr)) }); err != nil {
+		j.log.Warn("chainfs: journal delete", "err", err)
+	}
+}
+
+func (j *journal) locals() ([]localRecord, error) {
+	var out []localRecord
+	err := j.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefLocal, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var r localRecord
+			if err := gob.NewDecoder(bytes.NewReader(v)).Decode(&r); err != nil {
+				j.log.Warn("chainfs: skipping a corrupt journal record", "err", err)
+				continue
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	sort.Slice(out, func(a, b int) bool { return out[a].Depth < out[b].Depth })
+	return out, err
+}
+
+func (j *journal) putUnconfirmed(txid [32]byte, raw []byte) {
+	j.mu.Lock()
+	j.seq++
+	seq := j.seq
+	j.utx[txid] = seq
+	j.mu.Unlock()
+	k := binary.BigEndian.AppendUint64(append([]byte{}, prefUTX...), seq)
+	v := append(append([]byte{}, txid[:]...), raw...)
+	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Set(k, v) }); err != nil {
+		j.log.Warn("chainfs: journal unconfirmed commit", "err", err)
+	}
+}
+
+func (j *journal) deleteUnconfirmed(txid [32]byte) {
+	j.mu.Lock()
+	seq, ok := j.utx[txid]
+	delete(j.utx, txid)
+	j.mu.Unlock()
+	if !ok {
+		return
+	}
+	k := binary.BigEndian.AppendUint64(append([]byte{}, prefUTX...), seq)
+	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
+		j.log.Warn("chainfs: journal delete", "err", err)
+	}
+}
+
+func (j *journal) unconfirmed() []utxRecord {
+	var out []utxRecord
+	_ = j.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefUTX, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil || len(v) < 32 || len(k) != len(prefUTX)+8 {
+				continue
+			}
+			r := utxRecord{seq: binary.BigEndian.Uint64(k[len(prefUTX):]), raw: v[32:]}
+			copy(r.txid[:], v)
+			out = append(out, r)
+		}
+		return nil
+	})
+	sort.Slice(out, func(a, b int) bool { return out[a].seq < out[b].seq })
+	return out
+}
+
+// journalLocked writes n's local state and its dirty ancestors' (whose
+// entries make it reachable) to the journal (t.mu held).
+func (t *Tree) journalLocked(n *Node, sync bool) error {
+	for c := n; c != nil; c = c.parent {
+		if _, dirty := t.dirty[c]; !dirty {
+			continue
+		}
+		if err := t.j.putLocal(t.record(c), false); err != nil {
+			return err
+		}
+	}
+	if sync {
+		return t.j.sync()
+	}
+	return nil
+}
+
+func (t *Tree) record(n *Node) localRecord {
+	s := n.local
+	r := localRecord{Addr: n.keys.Addr, Depth: depth(n), Name: n.name, Kind: s.Kind, Mode: s.Mode, Mtime: s.Mtime,
+		Target: s.Target, Xattrs: s.Xattrs, NextIndex: s.NextIndex, Content: s.Content, BaseRev: len(n.revs)}
+	if n.parent != nil {
+		r.Parent = n.parent.keys.Addr
+	}
+	if len(n.revs) > 0 {
+		r.BaseTx = n.revs[len(n.revs)-1].txid
+	}
+	for _, e := range s.Entries {
+		r.Entries = append(r.Entries, e)
+	}
+	return r
+}
+
+// restoreJournal re-applies journaled local changes after a restart,
+// parents first, merging with whatever reached the chain meanwhile.
+func (t *Tree) restoreJournal() error {
+	recs, err := t.j.locals()
+	if err != nil {
+		return fmt.Errorf("chainfs: read journal: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range recs {
+		n, ok := t.byAddr[r.Addr]
+		if !ok {
+			t.log.Warn("chainfs: a journaled change belongs to a node no longer in the tree; dropped", "name", r.Name)
+			t.j.deleteLocal(r.Addr)
+			continue
+		}
+		local := node.NewState(r.Kind)
+		local.Mode, local.Mtime, local.Target, local.NextIndex, local.Content = r.Mode, r.Mtime, r.Target, r.NextIndex, r.Content
+		if r.Xattrs != nil {
+			local.Xattrs = r.Xattrs
+		}
+		for _, e := range r.Entries {
+			local.Entries[e.Name] = e
+		}
+		base := n.committed
+		if len(n.revs) > r.BaseRev {
+			if r.BaseRev == 0 || n.revs[r.BaseRev-1].txid == r.BaseTx {
+				base = t.stateAt(n, r.BaseRev)
+			}
+		}
+		n.local = local
+		n.ownContent = true
+		t.dirty[n] = struct{}{}
+		if base != n.committed {
+			t.merge(n, base, n.committed)
+		}
+		n.ver++
+		// Children created before the crash exist only in this entry
+		// list: instantiate them so their own records find them.
+		for _, e := range t.sortedEntries(n) {
+			if _, err := t.childFor(n, e); err != nil {
+				t.log.Warn("chainfs: journaled entry unreadable", "name", e.Name, "err", err)
+			}
+		}
+		t.log.Info("chainfs: restored uncommitted changes from the journal", "path", n.path())
+	}
+	if len(recs) > 0 {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}

@@ -1,0 +1,639 @@
+package chainfs
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/integrity-sys/integrity/chainfs/node"
+)
+
+// Lookup finds name in directory dir.
+func (t *Tree) Lookup(dir uint64, name string) (Attr, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, err := t.node(dir)
+	if err != nil {
+		return Attr{}, err
+	}
+	if d.local.Kind != node.KindDir {
+		return Attr{}, errnoOf(syscall.ENOTDIR, "%s", d.path())
+	}
+	c, err := t.child(d, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	return t.attr(c), nil
+}
+
+// GetAttr returns a node's attributes.
+func (t *Tree) GetAttr(ino uint64) (Attr, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return Attr{}, err
+	}
+	return t.attr(n), nil
+}
+
+// ReadDir lists a directory, sorted by name.
+func (t *Tree) ReadDir(dir uint64) ([]DirEntry, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, err := t.node(dir)
+	if err != nil {
+		return nil, err
+	}
+	if d.local.Kind != node.KindDir {
+		return nil, errnoOf(syscall.ENOTDIR, "%s", d.path())
+	}
+	var out []DirEntry
+	for _, e := range t.sortedEntries(d) {
+		c, err := t.childFor(d, e)
+		if err != nil {
+			t.log.Warn("chainfs: unreadable entry skipped", "dir", d.path(), "name", e.Name, "err", err)
+			continue
+		}
+		out = append(out, DirEntry{Name: e.Name, Ino: c.ino, Kind: e.Kind})
+	}
+	return out, nil
+}
+
+// writable checks that n may be changed (t.mu held).
+func (t *Tree) writable(n *Node) error {
+	if t.closed {
+		return errnoOf(syscall.EROFS, "tree is closed")
+	}
+	if !n.keys.HasWrite {
+		return errnoOf(syscall.EROFS, "%s is shared with you read-only", n.path())
+	}
+	if t.noFunds != nil {
+		return fmt.Errorf("%s: the wallet cannot pay for commits (%v): %w", n.path(), t.noFunds, syscall.ENOSPC)
+	}
+	return nil
+}
+
+// mutable makes n.local n's own copy, ready to change (t.mu held).
+func (n *Node) mutable() *node.State {
+	if n.local == n.committed {
+		n.local = n.committed.Clone()
+		n.ownContent = false
+	}
+	return n.local
+}
+
+// ownContent makes n.local.Content n's own buffer (t.mu held).
+func (n *Node) mutableContent() []byte {
+	s := n.mutable()
+	if !n.ownContent {
+		s.Content = slices.Clone(s.Content)
+		n.ownContent = true
+	}
+	return s.Content
+}
+
+// touch records a local change of n (t.mu held).
+func (t *Tree) touch(n *Node, mtime bool) {
+	s := n.mutable()
+	if mtime {
+		s.Mtime = t.cfg.Now().UnixNano()
+	}
+	n.ver++
+	t.dirty[n] = struct{}{}
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Create makes a file, directory or symlink (target) in dir.
+func (t *Tree) Create(dir uint64, name string, kind node.Kind, mode uint32, target string) (Attr, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, err := t.node(dir)
+	if err != nil {
+		return Attr{}, err
+	}
+	if d.local.Kind != node.KindDir {
+		return Attr{}, errnoOf(syscall.ENOTDIR, "%s", d.path())
+	}
+	if err := node.ValidName(name); err != nil {
+		if len(name) > node.MaxName {
+			return Attr{}, fmt.Errorf("%v: %w", err, syscall.ENAMETOOLONG)
+		}
+		return Attr{}, fmt.Errorf("%v: %w", err, syscall.EINVAL)
+	}
+	if _, ok := d.local.Entries[name]; ok {
+		return Attr{}, errnoOf(syscall.EEXIST, "%s/%s", d.path(), name)
+	}
+	if err := t.writable(d); err != nil {
+		return Attr{}, err
+	}
+	if kind == node.KindSymlink && (target == "" || len(target) > 4096) {
+		return Attr{}, errnoOf(syscall.EINVAL, "symlink target of %d bytes", len(target))
+	}
+	c, err := t.allocate(d, name, kind)
+	if err != nil {
+		return Attr{}, err
+	}
+	s := c.mutable()
+	s.Mode = mode & 0o7777
+	s.Target = target
+	t.touch(c, true)
+	t.touch(d, true)
+	return t.attr(c), nil
+}
+
+// allocate adds a new native child to d's local entries: the next child
+// index of d's key trees (t.mu held).
+func (t *Tree) allocate(d *Node, name string, kind node.Kind) (*Node, error) {
+	s := d.mutable()
+	for {
+		idx := s.NextIndex
+		s.NextIndex++
+		keys, err := d.keys.Child(idx, [20]byte{})
+		if err != nil {
+			continue // an invalid BIP32 child (p < 2^-127): skip the index
+		}
+		if _, taken := t.byAddr[keys.Addr]; taken {
+			continue
+		}
+		e := node.Entry{Name: name, Kind: kind, Addr: keys.Addr, Native: true, Index: idx}
+		s.Entries[name] = e
+		c := t.newNode(d, name, keys, kind)
+		// A node with no commits has an empty committed state; its first
+		// commit creates it on chain.
+		c.local = c.committed.Clone()
+		return c, nil
+	}
+}
+
+// Remove deletes name from dir (unlink, or rmdir when isDir).
+func (t *Tree) Remove(dir uint64, name string, isDir bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d, err := t.node(dir)
+	if err != nil {
+		return err
+	}
+	e, ok := d.local.Entries[name]
+	if !ok {
+		return errnoOf(syscall.ENOENT, "%s/%s", d.path(), name)
+	}
+	if err := t.writable(d); err != nil {
+		return err
+	}
+	switch {
+	case isDir && e.Kind != node.KindDir:
+		return errnoOf(syscall.ENOTDIR, "%s/%s", d.path(), name)
+	case !isDir && e.Kind == node.KindDir:
+		return errnoOf(syscall.EISDIR, "%s/%s", d.path(), name)
+	}
+	if isDir {
+		c, err := t.childFor(d, e)
+		if err != nil {
+			return err
+		}
+		if len(c.local.Entries) > 0 {
+			return errnoOf(syscall.ENOTEMPTY, "%s", c.path())
+		}
+	}
+	delete(d.mutable().Entries, name)
+	if c, ok := t.byAddr[e.Addr]; ok {
+		t.detach(c)
+	}
+	t.touch(d, true)
+	return nil
+}
+
+// detach forgets a removed node's pending changes: it is no longer
+// reachable, so committing them would only spend money (t.mu held). Open
+// handles keep working on its in-memory state.
+func (t *Tree) detach(n *Node) {
+	n.parent = nil
+	delete(t.dirty, n)
+	for _, e := range n.local.Entries {
+		if c, ok := t.byAddr[e.Addr]; ok && c.parent == n {
+			t.detach(c)
+		}
+	}
+}
+
+// Rename moves oldDir/oldName to newDir/newName. noReplace is
+// RENAME_NOREPLACE.
+func (t *Tree) Rename(oldDir uint64, oldName string, newDir uint64, newName string, noReplace bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	od, err := t.node(oldDir)
+	if err != nil {
+		return err
+	}
+	nd, err := t.node(newDir)
+	if err != nil {
+		return err
+	}
+	if nd.local.Kind != node.KindDir {
+		return errnoOf(syscall.ENOTDIR, "%s", nd.path())
+	}
+	e, ok := od.local.Entries[oldName]
+	if !ok {
+		return errnoOf(syscall.ENOENT, "%s/%s", od.path(), oldName)
+	}
+	if err := node.ValidName(newName); err != nil {
+		return fmt.Errorf("%v: %w", err, syscall.EINVAL)
+	}
+	if err := t.writable(od); err != nil {
+		return err
+	}
+	if err := t.writable(nd); err != nil {
+		return err
+	}
+	c, err := t.childFor(od, e)
+	if err != nil {
+		return err
+	}
+	// Moving a directory into itself or below it.
+	for p := nd; p != nil; p = p.parent {
+		if p == c {
+			return errnoOf(syscall.EINVAL, "cannot move %s into itself", c.path())
+		}
+	}
+	if od == nd && oldName == newName {
+		return nil
+	}
+	if te, exists := nd.local.Entries[newName]; exists {
+		if noReplace {
+			return errnoOf(syscall.EEXIST, "%s/%s", nd.path(), newName)
+		}
+		switch {
+		case te.Kind == node.KindDir && e.Kind != node.KindDir:
+			return errnoOf(syscall.EISDIR, "%s/%s", nd.path(), newName)
+		case te.Kind != node.KindDir && e.Kind == node.KindDir:
+			return errnoOf(syscall.ENOTDIR, "%s/%s", nd.path(), newName)
+		case te.Kind == node.KindDir:
+			tc, err := t.childFor(nd, te)
+			if err != nil {
+				return err
+			}
+			if len(tc.local.Entries) > 0 {
+				return errnoOf(syscall.ENOTEMPTY, "%s/%s", nd.path(), newName)
+			}
+		}
+		if tc, ok := t.byAddr[te.Addr]; ok && tc != c {
+			t.detach(tc)
+		}
+	}
+	delete(od.mutable().Entries, oldName)
+	ne := e
+	ne.Name = newName
+	if od != nd {
+		if od.allocated(e) {
+			// The child keeps its address and history; the new parent's
+			// entry carries its keys (docs/PROTOCOL.md, OpEntryLink).
+			sealed, err := nd.keys.SealChildWrite(c.keys)
+			if err != nil {
+				return err
+			}
+			ne = node.Entry{Name: newName, Kind: e.Kind, Addr: e.Addr, Genesis: c.genesis,
+				ReadKey: c.keys.Read, SealedWrite: sealed}
+		} else {
+			// Never on chain: it becomes a new child of its new parent.
+			ne = t.rekey(nd, c, newName)
+		}
+	}
+	nd.mutable().Entries[newName] = ne
+	c.parent, c.name = nd, newName
+	t.touch(od, true)
+	t.touch(nd, true)
+	return nil
+}
+
+// allocated reports whether entry e of d exists on chain (its allocating
+// commit was broadcast).
+func (d *Node) allocated(e node.Entry) bool {
+	return !e.Native || e.Index < d.committed.NextIndex
+}
+
+// rekey gives a node that was never committed (nor any of its children)
+// fresh keys under its new parent; its inode stays (t.mu held).
+func (t *Tree) rekey(nd, c *Node, name string) node.Entry {
+	s := nd.mutable()
+	for {
+		idx := s.NextIndex
+		s.NextIndex++
+		keys, err := nd.keys.Child(idx, [20]byte{})
+		if err != nil {
+			continue
+		}
+		if _, taken := t.byAddr[keys.Addr]; taken {
+			continue
+		}
+		delete(t.byAddr, c.keys.Addr)
+		c.keys = keys
+		t.byAddr[keys.Addr] = c
+		// Its children were allocated by it, so they move with it.
+		cs := c.mutable()
+		cs.NextIndex = 0
+		old := cs.Entries
+		cs.Entries = map[string]node.Entry{}
+		for n2, e2 := range old {
+			if gc, ok := t.byAddr[e2.Addr]; ok {
+				cs.Entries[n2] = t.rekey(c, gc, n2)
+			}
+		}
+		t.touch(c, false)
+		return node.Entry{Name: name, Kind: c.local.Kind, Addr: keys.Addr, Native: true, Index: idx}
+	}
+}
+
+// ReadLink returns a symlink's target.
+func (t *Tree) ReadLink(ino uint64) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return "", err
+	}
+	if n.local.Kind != node.KindSymlink {
+		return "", errnoOf(syscall.EINVAL, "%s is not a symlink", n.path())
+	}
+	return n.local.Target, nil
+}
+
+// Read copies content at off into dest.
+func (t *Tree) Read(ino uint64, off int64, dest []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return 0, err
+	}
+	if n.local.Kind == node.KindDir {
+		return 0, errnoOf(syscall.EISDIR, "%s", n.path())
+	}
+	if n.unavailable && n.local == n.committed {
+		return 0, errnoOf(syscall.EIO, "%s: its content is in a blob this device cannot fetch (no image server holds it)", n.path())
+	}
+	c := n.local.Content
+	if off >= int64(len(c)) || off < 0 {
+		return 0, nil
+	}
+	return copy(dest, c[off:]), nil
+}
+
+// Write writes data at off.
+func (t *Tree) Write(ino uint64, off int64, data []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return 0, err
+	}
+	if n.local.Kind != node.KindFile {
+		return 0, errnoOf(syscall.EISDIR, "%s", n.path())
+	}
+	if err := t.writable(n); err != nil {
+		return 0, err
+	}
+	end := off + int64(len(data))
+	if off < 0 || end > node.MaxFileSize {
+		return 0, errnoOf(syscall.EFBIG, "write past %d bytes", node.MaxFileSize)
+	}
+	c := n.mutableContent()
+	if end > int64(len(c)) {
+		if end > int64(cap(c)) {
+			c = slices.Grow(c, int(end)-len(c))
+		}
+		c = c[:end]
+	}
+	copy(c[off:], data)
+	n.local.Content = c
+	t.touch(n, true)
+	return len(data), nil
+}
+
+// SetAttr changes mode, size (truncate) or mtime.
+func (t *Tree) SetAttr(ino uint64, in SetAttr) (Attr, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return Attr{}, err
+	}
+	if err := t.writable(n); err != nil {
+		return Attr{}, err
+	}
+	if in.Size != nil {
+		if n.local.Kind != node.KindFile {
+			return Attr{}, errnoOf(syscall.EISDIR, "%s", n.path())
+		}
+		size := *in.Size
+		if size < 0 || size > node.MaxFileSize {
+			return Attr{}, errnoOf(syscall.EINVAL, "size %d", size)
+		}
+		c := n.mutableContent()
+		if size <= int64(len(c)) {
+			clear(c[size:])
+			c = c[:size]
+		} else {
+			c = slices.Grow(c, int(size)-len(c))[:size]
+		}
+		n.local.Content = c
+		t.touch(n, true)
+	}
+	if in.Mode != nil {
+		n.mutable().Mode = *in.Mode & 0o7777
+		t.touch(n, false)
+	}
+	if in.Mtime != nil {
+		n.mutable().Mtime = in.Mtime.UnixNano()
+		t.touch(n, false)
+	}
+	return t.attr(n), nil
+}
+
+// GetXattr returns an extended attribute (ENODATA if absent).
+func (t *Tree) GetXattr(ino uint64, name string) ([]byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := n.local.Xattrs[name]
+	if !ok {
+		return nil, errnoOf(syscall.ENODATA, "%s", name)
+	}
+	return slices.Clone(v), nil
+}
+
+// ListXattr lists extended attribute names.
+func (t *Tree) ListXattr(ino uint64) ([]string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for k := range n.local.Xattrs {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Xattr flags (as in setxattr(2)).
+const (
+	XattrCreate  = 1
+	XattrReplace = 2
+)
+
+// SetXattr sets an extended attribute.
+func (t *Tree) SetXattr(ino uint64, name string, value []byte, flags uint32) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return err
+	}
+	if err := t.writable(n); err != nil {
+		return err
+	}
+	if len(name) == 0 || len(name) > node.MaxName {
+		return errnoOf(syscall.ERANGE, "xattr name of %d bytes", len(name))
+	}
+	if len(value) > node.MaxXattr {
+		return errnoOf(syscall.E2BIG, "xattr value of %d bytes", len(value))
+	}
+	_, exists := n.local.Xattrs[name]
+	if flags&XattrCreate != 0 && exists {
+		return errnoOf(syscall.EEXIST, "%s", name)
+	}
+	if flags&XattrReplace != 0 && !exists {
+		return errnoOf(syscall.ENODATA, "%s", name)
+	}
+	n.mutable().Xattrs[name] = slices.Clone(value)
+	t.touch(n, false)
+	return nil
+}
+
+// RemoveXattr removes an extended attribute.
+func (t *Tree) RemoveXattr(ino uint64, name string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return err
+	}
+	if err := t.writable(n); err != nil {
+		return err
+	}
+	if _, ok := n.local.Xattrs[name]; !ok {
+		return errnoOf(syscall.ENODATA, "%s", name)
+	}
+	delete(n.mutable().Xattrs, name)
+	t.touch(n, false)
+	return nil
+}
+
+// Flush is close(2): the node's changes (and its unsaved ancestors') are
+// written to the journal now and committed soon.
+func (t *Tree) Flush(ino uint64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return err
+	}
+	return t.journalLocked(n, false)
+}
+
+// Sync is fsync(2): it returns once n's changes — and the ancestors'
+// entries that make it reachable — are committed, broadcast and the
+// journal is on disk.
+func (t *Tree) Sync(ctx context.Context, ino uint64) error {
+	t.mu.Lock()
+	n, err := t.node(ino)
+	if err != nil {
+		t.mu.Unlock()
+		return err
+	}
+	var chs []chan error
+	for c := n; c != nil; c = c.parent {
+		if _, dirty := t.dirty[c]; dirty {
+			ch := make(chan error, 1)
+			c.waiters = append(c.waiters, waiter{ver: c.ver, ch: ch})
+			chs = append(chs, ch)
+		}
+	}
+	if err := t.journalLocked(n, true); err != nil {
+		t.mu.Unlock()
+		return err
+	}
+	t.mu.Unlock()
+	t.urgent()
+	for _, ch := range chs {
+		select {
+		case err := <-ch:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// SyncAll commits everything pending and waits.
+func (t *Tree) SyncAll(ctx context.Context) error {
+	t.mu.Lock()
+	var chs []chan error
+	for n := range t.dirty {
+		ch := make(chan error, 1)
+		n.waiters = append(n.waiters, waiter{ver: n.ver, ch: ch})
+		chs = append(chs, ch)
+	}
+	t.mu.Unlock()
+	t.urgent()
+	var first error
+	for _, ch := range chs {
+		select {
+		case err := <-ch:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return first
+}
+
+// StatFS reports sizes for statfs(2): the chain has no fixed capacity, so
+// free space is what the wallet could pay for at the current fee rate.
+type StatFS struct {
+	Blocks, Bfree, Files, Ffree uint64
+	Bsize                       uint32
+}
+
+// StatFS describes the filesystem.
+func (t *Tree) StatFS() StatFS {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	used := uint64(0)
+	for _, n := range t.byIno {
+		used += uint64(len(n.local.Content)/4096 + 1)
+	}
+	free := uint64(1 << 30)
+	if t.noFunds != nil {
+		free = 0
+	}
+	return StatFS{Bsize: 4096, Blocks: used + free, Bfree: free, Files: uint64(len(t.byIno)) + 1<<20, Ffree: 1 << 20}
+}
+
+var _ = time.Second
