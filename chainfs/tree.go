@@ -126,10 +126,10 @@ type Tree struct {
 	// kick wakes the committer; urgentFlag skips its coalescing delay.
 	kick       chan struct{}
 	urgentFlag bool
-	resync chan *Node
-	stop   chan struct{}
-	done   sync.WaitGroup
-	closed bool
+	resync     chan *Node
+	stop       chan struct{}
+	done       sync.WaitGroup
+	closed     bool
 }
 
 // Node is one file, directory or symlink.
@@ -155,12 +155,12 @@ type Node struct {
 	ver        uint64 // bumped by every local change
 	// committedVer is the local version the last commit captured.
 	committedVer uint64
-	head       chain.UTXO
-	hasHead    bool
-	revs       []rev
-	committing bool
-	waiters    []waiter
-	ctime      time.Time
+	head         chain.UTXO
+	hasHead      bool
+	revs         []rev
+	committing   bool
+	waiters      []waiter
+	ctime        time.Time
 	// unavailable: the content is in a blob this device cannot fetch.
 	unavailable bool
 }
