@@ -55,6 +55,7 @@ password, and shows it as a real FUSE mount at ~/integrity.`,
 		newSecretServerCmd(a),
 	)
 	root.AddCommand(newAccountCmds(a)...)
+	root.AddCommand(newFSCmds(a)...)
 	return root
 }
 

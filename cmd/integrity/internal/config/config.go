@@ -47,6 +47,8 @@ type Settings struct {
 	// SecretServers are the base URLs holding the presentation key's
 	// slices, in slice order.
 	SecretServers []string `json:"secret_servers,omitempty"`
+	// Device names this device in conflict copies (default: hostname).
+	Device string `json:"device,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "2s" in JSON.

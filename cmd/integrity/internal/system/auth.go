@@ -574,11 +574,27 @@ func (s *System) authWhoAmI(context.Context, json.RawMessage) (any, error) {
 	return s.whoami(), nil
 }
 
-func (s *System) authLogout(context.Context, json.RawMessage) (any, error) {
+func (s *System) authLogout(ctx context.Context, _ json.RawMessage) (any, error) {
+	s.mu.Lock()
+	t := s.tree
+	s.tree = nil
+	s.mu.Unlock()
+	if t != nil {
+		// Commit what is pending first: after logout this device cannot.
+		if err := t.Close(ctx); err != nil {
+			return nil, fmt.Errorf("logout: commit pending changes: %w", err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.id == nil {
 		return nil, ErrNotLoggedIn
+	}
+	// The cache is encrypted under a key derived from the primary key;
+	// without the keys it is noise, so drop it. Blobs stay: they may be
+	// the only copy of large content until an image server holds it.
+	if err := os.RemoveAll(s.opts.Dir.CacheDir()); err != nil {
+		return nil, fmt.Errorf("logout: remove cache: %w", err)
 	}
 	for _, p := range []string{s.opts.Dir.KeysFile(), s.opts.Dir.DeviceKey()} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -20,6 +20,7 @@ import (
 	"github.com/btcsuite/btcd/address/v2"
 	"github.com/btcsuite/btcd/chaincfg/v2"
 
+	"github.com/integrity-sys/integrity/chainfs"
 	"github.com/integrity-sys/integrity/chainfs/chain"
 	"github.com/integrity-sys/integrity/chainfs/chain/btcdrpc"
 	"github.com/integrity-sys/integrity/chainfs/chain/embedded"
@@ -38,6 +39,8 @@ type Options struct {
 	// Agent is true in the long-running agent: the embedded chain then
 	// mines pending transactions on its timer.
 	Agent bool
+	// Progress, if set, hears how a full sync of the tree advances.
+	Progress func(done, found int)
 }
 
 // System is an open data directory.
@@ -50,6 +53,7 @@ type System struct {
 	mu    sync.Mutex
 	id    *keyring.Identity // nil until init/login
 	flows map[string]*flow  // account operations waiting for codes
+	tree  *chainfs.Tree     // opened on first use
 }
 
 // Open opens the chain backend and wallet of a data directory.
@@ -132,8 +136,19 @@ func (s *System) Backend() chain.Backend { return s.backend }
 // Wallet is the open wallet.
 func (s *System) Wallet() *wallet.Wallet { return s.wallet }
 
-// Close releases everything and wipes the keys held in memory.
+// Close commits what is pending, releases everything and wipes the keys
+// held in memory.
 func (s *System) Close() error {
+	var err error
+	s.mu.Lock()
+	t := s.tree
+	s.tree = nil
+	s.mu.Unlock()
+	if t != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err = t.Close(ctx)
+		cancel()
+	}
 	s.mu.Lock()
 	if s.id != nil {
 		s.id.Wipe()
@@ -143,7 +158,10 @@ func (s *System) Close() error {
 		delete(s.flows, k)
 	}
 	s.mu.Unlock()
-	return s.backend.Close()
+	if cerr := s.backend.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Codes are the error classes that cross the agent socket.
@@ -182,6 +200,9 @@ func (s *System) Handlers() rpc.Handlers {
 		"wallet.send":    s.walletSend,
 	}
 	for k, v := range s.authHandlers() {
+		h[k] = v
+	}
+	for k, v := range s.fsHandlers() {
 		h[k] = v
 	}
 	return h

@@ -1,0 +1,489 @@
+package system
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/hkdf"
+
+	"github.com/integrity-sys/integrity/chainfs"
+	"github.com/integrity-sys/integrity/chainfs/blob"
+	"github.com/integrity-sys/integrity/chainfs/node"
+	"github.com/integrity-sys/integrity/keyring"
+)
+
+// MaxCat bounds what `integrity cat` carries over the socket; larger files
+// go through `integrity get` (the agent writes the local file).
+const MaxCat = 64 << 20
+
+// Tree returns the open tree, opening it (a full sync from the chain) on
+// first use.
+func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tree != nil {
+		return s.tree, nil
+	}
+	if s.id == nil {
+		return nil, ErrNotLoggedIn
+	}
+	id := s.id
+	rk, err := node.RootKeys(id.ReadRoot, id.WriteRoot)
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := blob.NewDir(s.opts.Dir.BlobDir())
+	if err != nil {
+		return nil, err
+	}
+	device := s.opts.Settings.Device
+	if device == "" {
+		if h, err := os.Hostname(); err == nil {
+			device = h
+		}
+	}
+	t, err := chainfs.Open(ctx, chainfs.Config{
+		Backend: s.backend, Wallet: s.wallet, RootKeys: rk,
+		RootGenesis: node.OutPoint{TxID: id.RootGenesis.TxID, Index: id.RootGenesis.Index},
+		CacheDir:    s.opts.Dir.CacheDir(), CacheKey: cacheKey(id.Primary), Blobs: blobs,
+		Device: device, Logger: s.log, Progress: s.opts.Progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.tree = t
+	return t, nil
+}
+
+// cacheKey encrypts the Badger cache at rest: derived from the primary key,
+// so the cache is useless without the System.
+func cacheKey(primary keyring.Key) keyring.Key {
+	var k keyring.Key
+	r := hkdf.New(sha256.New, primary[:], nil, []byte("integrity cache key v1"))
+	_, _ = io.ReadFull(r, k[:])
+	return k
+}
+
+func (s *System) fsHandlers() map[string]func(context.Context, json.RawMessage) (any, error) {
+	return map[string]func(context.Context, json.RawMessage) (any, error){
+		"fs.ls":      s.fsLs,
+		"fs.stat":    s.fsStat,
+		"fs.cat":     s.fsCat,
+		"fs.get":     s.fsGet,
+		"fs.put":     s.fsPut,
+		"fs.mkdir":   s.fsMkdir,
+		"fs.rm":      s.fsRm,
+		"fs.mv":      s.fsMv,
+		"fs.log":     s.fsLog,
+		"fs.restore": s.fsRestore,
+		"fs.sync":    s.fsSync,
+	}
+}
+
+// PathArgs name a path in the System ("/docs/a.txt").
+type PathArgs struct {
+	Path      string `json:"path"`
+	Rev       int    `json:"rev,omitempty"`
+	Recursive bool   `json:"recursive,omitempty"`
+	Parents   bool   `json:"parents,omitempty"`
+	Local     string `json:"local,omitempty"` // a file on this machine (put, get)
+	To        string `json:"to,omitempty"`    // mv destination
+	Mode      uint32 `json:"mode,omitempty"`
+}
+
+// FileInfo describes one node.
+type FileInfo struct {
+	Name  string    `json:"name"`
+	Kind  string    `json:"kind"`
+	Mode  uint32    `json:"mode"`
+	Size  int64     `json:"size"`
+	Mtime time.Time `json:"mtime"`
+}
+
+func parse[T any](raw json.RawMessage) (T, error) {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("bad arguments: %w", err)
+	}
+	return v, nil
+}
+
+// clean makes an absolute, clean System path.
+func clean(p string) string { return path.Clean("/" + p) }
+
+func (s *System) resolve(ctx context.Context, p string) (*chainfs.Tree, uint64, error) {
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	ino, err := t.Resolve(clean(p))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: no such file or directory", clean(p))
+	}
+	return t, ino, nil
+}
+
+func info(name string, a chainfs.Attr) FileInfo {
+	return FileInfo{Name: name, Kind: a.Kind.String(), Mode: a.Mode, Size: a.Size, Mtime: a.Mtime}
+}
+
+func (s *System) fsStat(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	at, err := t.GetAttr(ino)
+	if err != nil {
+		return nil, err
+	}
+	return info(path.Base(clean(a.Path)), at), nil
+}
+
+func (s *System) fsLs(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	at, err := t.GetAttr(ino)
+	if err != nil {
+		return nil, err
+	}
+	if at.Kind != node.KindDir {
+		return []FileInfo{info(path.Base(clean(a.Path)), at)}, nil
+	}
+	ents, err := t.ReadDir(ino)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]FileInfo, 0, len(ents))
+	for _, e := range ents {
+		ea, err := t.GetAttr(e.Ino)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info(e.Name, ea))
+	}
+	return out, nil
+}
+
+// CatResult carries file content.
+type CatResult struct {
+	Data []byte `json:"data"`
+}
+
+func (s *System) content(ctx context.Context, a PathArgs) ([]byte, error) {
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	if a.Rev > 0 {
+		return t.ReadRevision(ino, a.Rev)
+	}
+	at, err := t.GetAttr(ino)
+	if err != nil {
+		return nil, err
+	}
+	switch at.Kind {
+	case node.KindDir:
+		return nil, fmt.Errorf("%s is a directory", clean(a.Path))
+	case node.KindSymlink:
+		target, err := t.ReadLink(ino)
+		return []byte(target), err
+	}
+	buf := make([]byte, at.Size)
+	n, err := t.Read(ino, 0, buf)
+	return buf[:n], err
+}
+
+func (s *System) fsCat(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	data, err := s.content(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxCat {
+		return nil, fmt.Errorf("%s is %d bytes: use `integrity get` for files over %d MiB", clean(a.Path), len(data), MaxCat>>20)
+	}
+	return CatResult{Data: data}, nil
+}
+
+func (s *System) fsGet(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	data, err := s.content(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(a.Local, data, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", a.Local, err)
+	}
+	return struct{}{}, nil
+}
+
+// mkdirAll creates the directories of p that are missing (t.Resolve is
+// by path, so walk it).
+func mkdirAll(t *chainfs.Tree, p string) (uint64, error) {
+	ino := uint64(chainfs.RootIno)
+	cur := "/"
+	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
+		if part == "" {
+			continue
+		}
+		cur = path.Join(cur, part)
+		if next, err := t.Resolve(cur); err == nil {
+			ino = next
+			continue
+		}
+		a, err := t.Create(ino, part, node.KindDir, 0o755, "")
+		if err != nil {
+			return 0, fmt.Errorf("mkdir %s: %w", cur, err)
+		}
+		ino = a.Ino
+	}
+	return ino, nil
+}
+
+func (s *System) fsMkdir(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := clean(a.Path)
+	if a.Parents {
+		if _, err := mkdirAll(t, p); err != nil {
+			return nil, err
+		}
+	} else {
+		dir, err := t.Resolve(path.Dir(p))
+		if err != nil {
+			return nil, fmt.Errorf("%s: no such directory", path.Dir(p))
+		}
+		if _, err := t.Create(dir, path.Base(p), node.KindDir, 0o755, ""); err != nil {
+			return nil, fmt.Errorf("mkdir %s: %w", p, err)
+		}
+	}
+	return struct{}{}, t.SyncAll(ctx)
+}
+
+func (s *System) fsPut(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(a.Local)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", a.Local, err)
+	}
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := clean(a.Path)
+	if p == "/" {
+		return nil, errors.New("put: give a file path in the System")
+	}
+	if ino, err := t.Resolve(p); err == nil {
+		if at, _ := t.GetAttr(ino); at.Kind == node.KindDir {
+			p = path.Join(p, path.Base(a.Local))
+		}
+	}
+	dir, err := mkdirAll(t, path.Dir(p))
+	if err != nil {
+		return nil, err
+	}
+	ino, err := t.Resolve(p)
+	if err != nil {
+		fi, serr := os.Stat(a.Local)
+		mode := uint32(0o644)
+		if serr == nil {
+			mode = uint32(fi.Mode().Perm())
+		}
+		at, err := t.Create(dir, path.Base(p), node.KindFile, mode, "")
+		if err != nil {
+			return nil, fmt.Errorf("put %s: %w", p, err)
+		}
+		ino = at.Ino
+	}
+	zero := int64(0)
+	if _, err := t.SetAttr(ino, chainfs.SetAttr{Size: &zero}); err != nil {
+		return nil, err
+	}
+	if _, err := t.Write(ino, 0, data); err != nil {
+		return nil, err
+	}
+	if err := t.Sync(ctx, ino); err != nil {
+		return nil, err
+	}
+	at, err := t.GetAttr(ino)
+	if err != nil {
+		return nil, err
+	}
+	return info(path.Base(p), at), nil
+}
+
+func (s *System) fsRm(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	p := clean(a.Path)
+	if p == "/" {
+		return nil, errors.New("rm: refusing to remove /")
+	}
+	dir, err := t.Resolve(path.Dir(p))
+	if err != nil {
+		return nil, err
+	}
+	at, err := t.GetAttr(ino)
+	if err != nil {
+		return nil, err
+	}
+	if at.Kind == node.KindDir {
+		if !a.Recursive {
+			ents, _ := t.ReadDir(ino)
+			if len(ents) > 0 {
+				return nil, fmt.Errorf("rm %s: directory not empty (use -r)", p)
+			}
+		}
+		if err := rmTree(t, ino); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.Remove(dir, path.Base(p), at.Kind == node.KindDir); err != nil {
+		return nil, fmt.Errorf("rm %s: %w", p, err)
+	}
+	return struct{}{}, t.SyncAll(ctx)
+}
+
+func rmTree(t *chainfs.Tree, dir uint64) error {
+	ents, err := t.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Kind == node.KindDir {
+			if err := rmTree(t, e.Ino); err != nil {
+				return err
+			}
+		}
+		if err := t.Remove(dir, e.Name, e.Kind == node.KindDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *System) fsMv(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	src, dst := clean(a.Path), clean(a.To)
+	if ino, err := t.Resolve(dst); err == nil {
+		if at, _ := t.GetAttr(ino); at.Kind == node.KindDir {
+			dst = path.Join(dst, path.Base(src))
+		}
+	}
+	sd, err := t.Resolve(path.Dir(src))
+	if err != nil {
+		return nil, fmt.Errorf("%s: no such directory", path.Dir(src))
+	}
+	dd, err := t.Resolve(path.Dir(dst))
+	if err != nil {
+		return nil, fmt.Errorf("%s: no such directory", path.Dir(dst))
+	}
+	if err := t.Rename(sd, path.Base(src), dd, path.Base(dst), false); err != nil {
+		return nil, fmt.Errorf("mv %s %s: %w", src, dst, err)
+	}
+	return struct{}{}, t.SyncAll(ctx)
+}
+
+// LogEntry is one revision of `integrity log`.
+type LogEntry struct {
+	Rev     int       `json:"rev"`
+	TxID    string    `json:"txid"`
+	Height  int32     `json:"height"`
+	Time    time.Time `json:"time"`
+	Size    int64     `json:"size"`
+	Summary string    `json:"summary"`
+}
+
+func (s *System) fsLog(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	h, err := t.History(ino)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LogEntry, len(h))
+	for i, r := range h {
+		out[i] = LogEntry{Rev: r.Rev, TxID: r.TxID, Height: r.Height, Time: r.Time, Size: r.Size, Summary: r.Summary}
+	}
+	return out, nil
+}
+
+func (s *System) fsRestore(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := parse[PathArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Restore(ino, a.Rev); err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		return nil, err
+	}
+	return struct{}{}, t.Sync(ctx, ino)
+}
+
+func (s *System) fsSync(ctx context.Context, _ json.RawMessage) (any, error) {
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, t.SyncAll(ctx)
+}
