@@ -29,11 +29,8 @@ const (
 
 // urgent asks the committer to run now rather than after CommitDelay.
 func (t *Tree) urgent() {
-	t.mu.Lock()
-	t.urgentFlag = true
-	t.mu.Unlock()
 	select {
-	case t.kick <- struct{}{}:
+	case t.urgentCh <- struct{}{}:
 	default:
 	}
 }
@@ -49,18 +46,15 @@ func (t *Tree) commitLoop() {
 		select {
 		case <-t.stop:
 			return
-		case <-t.kick:
-			t.mu.Lock()
-			u := t.urgentFlag
-			t.mu.Unlock()
-			if !u {
-				select {
-				case <-time.After(t.cfg.CommitDelay):
-				case <-t.stop:
-					return
-				}
-			}
+		case <-t.urgentCh:
 		case <-retry.C:
+		case <-t.kick:
+			select {
+			case <-time.After(t.cfg.CommitDelay):
+			case <-t.urgentCh:
+			case <-t.stop:
+				return
+			}
 		}
 		t.commitPending(context.Background())
 	}
@@ -71,7 +65,6 @@ func (t *Tree) commitLoop() {
 func (t *Tree) commitPending(ctx context.Context) {
 	for pass := 0; pass < 64; pass++ {
 		t.mu.Lock()
-		t.urgentFlag = false
 		var todo []*Node
 		for n := range t.dirty {
 			todo = append(todo, n)

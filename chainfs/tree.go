@@ -123,13 +123,14 @@ type Tree struct {
 	noFunds error
 	// lastSync is when a sync from the chain last completed.
 	lastSync time.Time
-	// kick wakes the committer; urgentFlag skips its coalescing delay.
-	kick       chan struct{}
-	urgentFlag bool
-	resync     chan *Node
-	stop       chan struct{}
-	done       sync.WaitGroup
-	closed     bool
+	// kick wakes the committer after its coalescing delay; urgentCh at
+	// once.
+	kick     chan struct{}
+	urgentCh chan struct{}
+	resync   chan *Node
+	stop     chan struct{}
+	done     sync.WaitGroup
+	closed   bool
 }
 
 // Node is one file, directory or symlink.
@@ -213,7 +214,7 @@ func Open(ctx context.Context, cfg Config) (*Tree, error) {
 		cfg: cfg, log: cfg.Logger, backend: cfg.Backend, wallet: cfg.Wallet,
 		byIno: map[uint64]*Node{}, byAddr: map[[20]byte]*Node{}, nextIno: RootIno,
 		dirty: map[*Node]struct{}{}, ours: map[[32]byte]struct{}{},
-		kick: make(chan struct{}, 1), resync: make(chan *Node, 1024), stop: make(chan struct{}),
+		kick: make(chan struct{}, 1), urgentCh: make(chan struct{}, 1), resync: make(chan *Node, 1024), stop: make(chan struct{}),
 	}
 	j, err := openJournal(cfg.CacheDir, cfg.CacheKey, cfg.Logger)
 	if err != nil {

@@ -26,16 +26,17 @@ import (
 
 // env is one user's System on the embedded chain: keys, wallet, blobs.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	backend chain.Backend
 	wallet  *wallet.Wallet
 	root    node.Keys
 	genesis node.OutPoint
 	blobs   blob.Store
+	blobDir string
 	key     keyring.Key
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	c, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
 	if err != nil {
@@ -64,12 +65,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, err := blob.NewDir(filepath.Join(t.TempDir(), "blobs"))
+	blobDir := filepath.Join(t.TempDir(), "blobs")
+	blobs, err := blob.NewDir(blobDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	key, _ := keyring.NewRandomKey()
-	return &env{t: t, backend: c, wallet: w, root: root, genesis: node.OutPoint{TxID: tx.TxHash(), Index: 0}, blobs: blobs, key: key}
+	return &env{t: t, backend: c, wallet: w, root: root, genesis: node.OutPoint{TxID: tx.TxHash(), Index: 0}, blobs: blobs, blobDir: blobDir, key: key}
 }
 
 // open opens a tree (a device) on the env with its own cache directory.
@@ -93,7 +95,7 @@ func (e *env) openDelay(cacheDir string, device string, delay time.Duration) *Tr
 	return tr
 }
 
-func mkdir(t *testing.T, tr *Tree, path string) uint64 {
+func mkdir(t testing.TB, tr *Tree, path string) uint64 {
 	t.Helper()
 	dir, name := filepath.Split(path)
 	d, err := tr.Resolve(dir)
@@ -107,7 +109,7 @@ func mkdir(t *testing.T, tr *Tree, path string) uint64 {
 	return a.Ino
 }
 
-func writeFile(t *testing.T, tr *Tree, path string, data []byte) uint64 {
+func writeFile(t testing.TB, tr *Tree, path string, data []byte) uint64 {
 	t.Helper()
 	dir, name := filepath.Split(path)
 	d, err := tr.Resolve(dir)
@@ -136,7 +138,7 @@ func writeFile(t *testing.T, tr *Tree, path string, data []byte) uint64 {
 
 func ptr[T any](v T) *T { return &v }
 
-func readFile(t *testing.T, tr *Tree, path string) []byte {
+func readFile(t testing.TB, tr *Tree, path string) []byte {
 	t.Helper()
 	ino, err := tr.Resolve(path)
 	if err != nil {
@@ -154,7 +156,7 @@ func readFile(t *testing.T, tr *Tree, path string) []byte {
 	return buf[:n]
 }
 
-func syncAll(t *testing.T, tr *Tree) {
+func syncAll(t testing.TB, tr *Tree) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -163,7 +165,7 @@ func syncAll(t *testing.T, tr *Tree) {
 	}
 }
 
-func closeTree(t *testing.T, tr *Tree) {
+func closeTree(t testing.TB, tr *Tree) {
 	t.Helper()
 	if err := tr.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -172,7 +174,7 @@ func closeTree(t *testing.T, tr *Tree) {
 
 // listing renders a tree for comparison: path, kind, mode, size, mtime,
 // content hash.
-func listing(t *testing.T, tr *Tree) string {
+func listing(t testing.TB, tr *Tree) string {
 	t.Helper()
 	var b strings.Builder
 	var walk func(ino uint64, p string)

@@ -115,13 +115,14 @@ func TestErrorMapping(t *testing.T) {
 	wantErrno(t, "write", err, syscall.ENOSPC)
 	f.Close()
 
-	// A context error is an interruption.
+	// A context error the kernel did not cause (no interrupt) is a fault,
+	// not EINTR, which programs would retry for ever.
 	spy.fail("fsync", fmt.Errorf("broadcast: %w", context.Canceled))
 	f, err = os.OpenFile(fn, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantErrno(t, "fsync", f.Sync(), syscall.EINTR)
+	wantErrno(t, "fsync", f.Sync(), syscall.EIO)
 	f.Close()
 
 	// Reads through an uncached open fail the same way.

@@ -8,10 +8,12 @@ import (
 )
 
 // errno maps an FS error to what the kernel gets. Errno values (wrapped or
-// not) pass through; a cancelled request is EINTR (the kernel interrupted it,
-// or the mount is going away); anything else is a bug or an outage in the
-// tree, so it is logged and the program sees EIO.
-func errno(log *slog.Logger, op string, ino uint64, err error) syscall.Errno {
+// not) pass through. A context error is EINTR only if the kernel really
+// interrupted this request (ctx is its context): programs retry EINTR, and
+// an FS that is shutting down must not make them retry forever. Anything
+// else is a bug or an outage in the tree, so it is logged and the program
+// sees EIO.
+func errno(ctx context.Context, log *slog.Logger, op string, ino uint64, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
@@ -25,7 +27,7 @@ func errno(log *slog.Logger, op string, ino uint64, err error) syscall.Errno {
 		}
 		return e
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return syscall.EINTR
 	}
 	log.Error("fuse: FS operation failed", "op", op, "ino", ino, "err", err)

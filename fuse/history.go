@@ -85,7 +85,7 @@ func (a *adapter) historyRoot(ctx context.Context, root *gofs.Inode, out *gofuse
 	rootIno := a.fsys.Root()
 	at, err := a.fsys.GetAttr(ctx, rootIno)
 	if err != nil {
-		return nil, a.errno("lookup .history", rootIno, err)
+		return nil, a.errno(ctx, "lookup .history", rootIno, err)
 	}
 	return a.newVirtChild(ctx, root, &at, out)
 }
@@ -180,7 +180,7 @@ var (
 func (d *histDir) Getattr(ctx context.Context, f gofs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	at, err := d.a.fsys.GetAttr(ctx, d.target)
 	if err != nil {
-		return d.a.errno("history getattr", d.target, err)
+		return d.a.errno(ctx, "history getattr", d.target, err)
 	}
 	d.a.fillVirt(&out.Attr, d.StableAttr().Ino, syscall.S_IFDIR|0555, 0, at.Mtime, at.Ctime)
 	return 0
@@ -192,7 +192,7 @@ func (d *histDir) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 	}
 	at, err := d.a.fsys.Lookup(ctx, d.target, name)
 	if err != nil {
-		return nil, d.a.errno("history lookup", d.target, err)
+		return nil, d.a.errno(ctx, "history lookup", d.target, err)
 	}
 	return d.a.newVirtChild(ctx, &d.Inode, &at, out)
 }
@@ -200,7 +200,7 @@ func (d *histDir) Lookup(ctx context.Context, name string, out *gofuse.EntryOut)
 func (d *histDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ents, err := d.a.fsys.ReadDir(ctx, d.target)
 	if err != nil {
-		return nil, d.a.errno("history readdir", d.target, err)
+		return nil, d.a.errno(ctx, "history readdir", d.target, err)
 	}
 	list := make([]gofuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
@@ -238,7 +238,7 @@ var (
 func (d *revDir) Getattr(ctx context.Context, f gofs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	at, err := d.a.fsys.GetAttr(ctx, d.target)
 	if err != nil {
-		return d.a.errno("history getattr", d.target, err)
+		return d.a.errno(ctx, "history getattr", d.target, err)
 	}
 	d.a.fillVirt(&out.Attr, d.StableAttr().Ino, syscall.S_IFDIR|0555, 0, at.Mtime, at.Ctime)
 	return 0
@@ -251,7 +251,7 @@ func (d *revDir) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) 
 	}
 	revs, err := d.a.fsys.History(ctx, d.target)
 	if err != nil {
-		return nil, d.a.errno("history", d.target, err)
+		return nil, d.a.errno(ctx, "history", d.target, err)
 	}
 	for _, r := range revs {
 		if r.Rev == rev {
@@ -267,7 +267,7 @@ func (d *revDir) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) 
 func (d *revDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	revs, err := d.a.fsys.History(ctx, d.target)
 	if err != nil {
-		return nil, d.a.errno("history", d.target, err)
+		return nil, d.a.errno(ctx, "history", d.target, err)
 	}
 	list := make([]gofuse.DirEntry, 0, len(revs))
 	for _, r := range revs {
@@ -319,7 +319,7 @@ func (f *revFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	f.mu.Unlock()
 	data, err := f.a.fsys.ReadRevision(ctx, f.target, rev.Rev)
 	if err != nil {
-		return nil, 0, f.a.errno("read revision", f.target, err)
+		return nil, 0, f.a.errno(ctx, "read revision", f.target, err)
 	}
 	flagsOut := uint32(gofuse.FOPEN_KEEP_CACHE)
 	if int64(len(data)) != rev.Size {

@@ -190,15 +190,18 @@ func serve(dir string, fsys FS, opts Options, lg *slog.Logger, direct bool) (*go
 			// Only user.* xattrs exist: answer the kernel's security
 			// label and capability probes without a trip into the FS.
 			IgnoreSecurityLabels: true,
+			ExtraCapabilities:    gofuse.CAP_HANDLE_KILLPRIV_V2,
 			Debug:                opts.Debug,
 			Logger:               debugLog,
 		},
 		EntryTimeout:   timeout(opts.EntryTimeout),
 		AttrTimeout:    timeout(opts.AttrTimeout),
 		RootStableAttr: &gofs.StableAttr{Ino: fsys.Root()},
-		Logger:         debugLog,
-		UID:            a.uid,
-		GID:            a.gid,
+		// Show mode 000 as it is; go-fuse would otherwise turn it into 0644.
+		NullPermissions: true,
+		Logger:          debugLog,
+		UID:             a.uid,
+		GID:             a.gid,
 	}
 	fsOpts.MountOptions.PanicHandler = func(v any) gofuse.Status {
 		lg.Error("fuse: panic serving a request", "panic", v)

@@ -39,8 +39,13 @@ func TestMain(m *testing.M) {
 }
 
 func serveMain(dir string) int {
-	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := fuse.Mount(dir, memfs.New(), fuse.Options{Logger: lg, Debug: os.Getenv("INTEGRITY_FUSE_DEBUG") != ""})
+	debug := os.Getenv("INTEGRITY_FUSE_DEBUG") != ""
+	level := slog.LevelWarn
+	if debug {
+		level = slog.LevelDebug
+	}
+	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := fuse.Mount(dir, memfs.New(), fuse.Options{Logger: lg, Debug: debug})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -81,6 +86,7 @@ func (l *logBuf) String() string {
 // behind on a shared machine.
 func mount(t *testing.T, fsys fuse.FS, opts fuse.Options) (string, *logBuf) {
 	t.Helper()
+	requireFuse(t)
 	dir := t.TempDir()
 	lb := &logBuf{}
 	if opts.Logger == nil {
@@ -100,6 +106,19 @@ func mount(t *testing.T, fsys fuse.FS, opts fuse.Options) (string, *logBuf) {
 		}
 	})
 	return dir, lb
+}
+
+// requireFuse skips a test on a machine that cannot mount FUSE at all.
+func requireFuse(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no FUSE here: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			t.Skipf("not root and no fusermount3: %v", err)
+		}
+	}
 }
 
 func detach(t *testing.T, dir string) {
@@ -260,6 +279,12 @@ func TestReadOnlyAdapter(t *testing.T) {
 }
 
 func TestAllowOther(t *testing.T) {
+	if os.Geteuid() != 0 {
+		conf, _ := os.ReadFile("/etc/fuse.conf")
+		if !strings.Contains(string(conf), "\nuser_allow_other") && !strings.HasPrefix(string(conf), "user_allow_other") {
+			t.Skip("allow_other needs root or user_allow_other in /etc/fuse.conf")
+		}
+	}
 	dir, _ := mount(t, populate(t), fuse.Options{AllowOther: true})
 	if line := mountInfo(t, dir); !strings.Contains(line, "allow_other") {
 		t.Errorf("mountinfo %q lacks allow_other", line)
@@ -289,6 +314,52 @@ func TestAllowOther(t *testing.T) {
 	// Permissions still hold: the node belongs to the mounting user.
 	if out, err := run("touch", filepath.Join(dir, "f")); err == nil || !strings.Contains(out, "Permission denied") {
 		t.Errorf("another user writing a 0644 file of root: %q %v", out, err)
+	}
+
+	// Set-ID bits survive the owner's (root's) writes and are cleared by
+	// another user's write or truncate, as on any Linux filesystem.
+	suid := filepath.Join(dir, "suid")
+	mode := func() os.FileMode {
+		t.Helper()
+		fi, err := os.Stat(suid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode()
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"write", []string{"sh", "-c", "echo more >> " + suid}},
+		{"truncate", []string{"truncate", "-s", "1", suid}},
+	} {
+		if err := os.WriteFile(suid, []byte("x"), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(suid, 0o777|os.ModeSetuid|os.ModeSetgid); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(suid, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("root")); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if m := mode(); m&(os.ModeSetuid|os.ModeSetgid) != os.ModeSetuid|os.ModeSetgid {
+			t.Errorf("after root's write: %v, want set-ID bits kept", m)
+		}
+		if out, err := run(tc.args...); err != nil {
+			t.Fatalf("%s as another user: %q %v", tc.name, out, err)
+		}
+		if m := mode(); m&(os.ModeSetuid|os.ModeSetgid) != 0 || m.Perm() != 0o777 {
+			t.Errorf("after another user's %s: %v, want 0777 without set-ID bits", tc.name, m)
+		}
+		if err := os.Remove(suid); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -385,6 +456,7 @@ func TestHistory(t *testing.T) {
 // TestClearStale crashes a server process and checks that the dead mount it
 // leaves is found, cleared, and mounted over.
 func TestClearStale(t *testing.T) {
+	requireFuse(t)
 	dir := t.TempDir()
 	t.Cleanup(func() {
 		// Whatever happened, leave no mount behind.
@@ -465,4 +537,66 @@ func isMounted(dir string) bool {
 		}
 	}
 	return false
+}
+
+// TestFusermount mounts through the helper, as a user without
+// CAP_SYS_ADMIN would, with the options passed as -o.
+func TestFusermount(t *testing.T) {
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("no fusermount3")
+	}
+	for _, ro := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ro=%v", ro), func(t *testing.T) {
+			opts := fuse.Options{NoDirectMount: true, ReadOnly: ro, AllowOther: os.Geteuid() == 0}
+			requireFuse(t)
+			dir := t.TempDir()
+			srv, err := fuse.Mount(dir, populate(t), opts)
+			if err != nil {
+				t.Fatalf("Mount: %v", err)
+			}
+			t.Cleanup(func() {
+				if err := srv.Unmount(); err != nil {
+					t.Error(err)
+					detach(t, dir)
+				}
+			})
+			if srv.Method() != "fusermount3" {
+				t.Errorf("method %q", srv.Method())
+			}
+			line := mountInfo(t, dir)
+			if opts.AllowOther && !strings.Contains(line, "allow_other") {
+				t.Errorf("mountinfo %q lacks allow_other", line)
+			}
+			if ro {
+				if f := strings.Fields(line); !strings.HasPrefix(f[5], "ro") {
+					t.Errorf("mount options %q, want ro", f[5])
+				}
+				checkReadOnly(t, dir)
+				return
+			}
+			if err := os.WriteFile(filepath.Join(dir, "new"), []byte("x"), 0600); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestModes(t *testing.T) {
+	dir, _ := mount(t, memfs.New(), fuse.Options{})
+	fn := filepath.Join(dir, "f")
+	if err := os.WriteFile(fn, nil, 0644); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []os.FileMode{0, 0o600, 0o777 | os.ModeSticky} {
+		if err := os.Chmod(fn, m); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != m {
+			t.Errorf("chmod %v: stat shows %v", m, fi.Mode())
+		}
+	}
 }

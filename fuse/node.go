@@ -43,8 +43,8 @@ type adapter struct {
 	virt     virtInos
 }
 
-func (a *adapter) errno(op string, ino uint64, err error) syscall.Errno {
-	return errno(a.log, op, ino, err)
+func (a *adapter) errno(ctx context.Context, op string, ino uint64, err error) syscall.Errno {
+	return errno(ctx, a.log, op, ino, err)
 }
 
 func kindMode(k Kind) (uint32, bool) {
@@ -127,9 +127,6 @@ type node struct {
 	// dirty is set by anything that changes content through this mount and
 	// cleared by the Flush or Fsync that hands the change to the FS.
 	dirty atomic.Bool
-	// opens counts open file handles, so a truncate(2) with none open is
-	// flushed at once (no close will follow).
-	opens atomic.Int32
 
 	// The size and mtime the kernel's page cache was last known to match:
 	// an open that finds them unchanged keeps the cache (FOPEN_KEEP_CACHE).
@@ -196,7 +193,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 	}
 	at, err := n.a.fsys.Lookup(ctx, n.ino(), name)
 	if err != nil {
-		return nil, n.a.errno("lookup", n.ino(), err)
+		return nil, n.a.errno(ctx, "lookup", n.ino(), err)
 	}
 	return n.a.newChild(ctx, "lookup", &n.Inode, at, out)
 }
@@ -204,7 +201,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	at, err := n.a.fsys.GetAttr(ctx, n.ino())
 	if err != nil {
-		return n.a.errno("getattr", n.ino(), err)
+		return n.a.errno(ctx, "getattr", n.ino(), err)
 	}
 	n.a.fill(&at, &out.Attr)
 	return 0
@@ -225,6 +222,12 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *gofuse.SetAtt
 	var sin SetAttrIn
 	if m, ok := in.GetMode(); ok {
 		sin.Mode = &m
+	}
+	if in.Valid&gofuse.FATTR_KILL_SUIDGID != 0 && sin.Mode == nil {
+		// A write or truncate by a process without CAP_FSETID.
+		if e := n.killPriv(ctx); e != 0 {
+			return e
+		}
 	}
 	if mt, ok := in.GetMTime(); ok {
 		sin.Mtime = &mt
@@ -250,10 +253,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *gofuse.SetAtt
 		at, err = n.a.fsys.SetAttr(ctx, n.ino(), sin)
 	}
 	if err != nil {
-		return n.a.errno("setattr", n.ino(), err)
+		return n.a.errno(ctx, "setattr", n.ino(), err)
 	}
-	if resize && n.opens.Load() == 0 {
-		// truncate(2) on a path: no close will follow to flush it.
+	if resize && f == nil {
+		// truncate(2) on a path, not through a descriptor: no close will
+		// follow to flush it.
 		if e := n.flushIfDirty(ctx); e != 0 {
 			return e
 		}
@@ -265,7 +269,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *gofuse.SetAtt
 func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ents, err := n.a.fsys.ReadDir(ctx, n.ino())
 	if err != nil {
-		return nil, n.a.errno("readdir", n.ino(), err)
+		return nil, n.a.errno(ctx, "readdir", n.ino(), err)
 	}
 	root := n.IsRoot()
 	list := make([]gofuse.DirEntry, 0, len(ents))
@@ -289,7 +293,7 @@ func (n *node) create(ctx context.Context, op, name string, kind Kind, mode uint
 	}
 	at, err := n.a.fsys.Create(ctx, n.ino(), name, kind, mode&07777, target)
 	if err != nil {
-		return nil, n.a.errno(op, n.ino(), err)
+		return nil, n.a.errno(ctx, op, n.ino(), err)
 	}
 	if at.Kind != kind {
 		n.a.log.Error("fuse: FS created a node of the wrong kind", "op", op, "want", kind, "got", at.Kind)
@@ -315,7 +319,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if e == 0 {
 		// No handle is opened, so no close will flush the creation.
 		if err := n.a.fsys.Flush(ctx, ch.StableAttr().Ino); err != nil {
-			n.a.errno("mknod flush", ch.StableAttr().Ino, err)
+			n.a.errno(ctx, "mknod flush", ch.StableAttr().Ino, err)
 		}
 	}
 	return ch, e
@@ -330,7 +334,6 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		// A new file gets its Flush at close even if nothing is written,
 		// so the creation is handed on like any other change.
 		cn.dirty.Store(true)
-		cn.opens.Add(1)
 		cn.mu.Lock()
 		cn.cacheValid = false
 		cn.mu.Unlock()
@@ -345,7 +348,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.Ent
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	s, err := n.a.fsys.ReadLink(ctx, n.ino())
 	if err != nil {
-		return nil, n.a.errno("readlink", n.ino(), err)
+		return nil, n.a.errno(ctx, "readlink", n.ino(), err)
 	}
 	return []byte(s), 0
 }
@@ -359,7 +362,7 @@ func (n *node) remove(ctx context.Context, op, name string, isDir bool) syscall.
 	case len(name) > MaxNameLen:
 		return syscall.ENAMETOOLONG
 	}
-	return n.a.errno(op, n.ino(), n.a.fsys.Remove(ctx, n.ino(), name, isDir))
+	return n.a.errno(ctx, op, n.ino(), n.a.fsys.Remove(ctx, n.ino(), name, isDir))
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -390,7 +393,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return syscall.ENAMETOOLONG
 	}
 	err := n.a.fsys.Rename(ctx, n.ino(), name, np.ino(), newName, flags&unix.RENAME_NOREPLACE != 0)
-	return n.a.errno("rename", n.ino(), err)
+	return n.a.errno(ctx, "rename", n.ino(), err)
 }
 
 // Link refuses hard links: a node has exactly one parent. EPERM is what
@@ -403,8 +406,49 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 }
 
 // handle is an open file. The node does the work; the handle exists so
-// go-fuse tracks opens (fstat on an unlinked file finds its node).
-type handle struct{}
+// go-fuse tracks opens (fstat on an unlinked file finds its node), and
+// remembers whether the file had set-ID bits a write must clear.
+type handle struct {
+	killPriv atomic.Bool
+}
+
+// privBits are the mode bits that a write or truncate by a process without
+// CAP_FSETID clears: set-user-ID, and set-group-ID if group-executable.
+func privBits(mode uint32) uint32 {
+	bits := mode & syscall.S_ISUID
+	if mode&(syscall.S_ISGID|syscall.S_IXGRP) == syscall.S_ISGID|syscall.S_IXGRP {
+		bits |= syscall.S_ISGID
+	}
+	return bits
+}
+
+// privileged approximates CAP_FSETID, which lets a writer keep set-ID
+// bits: the caller is root.
+func privileged(ctx context.Context) bool {
+	c, ok := gofuse.FromContext(ctx)
+	return ok && c.Uid == 0
+}
+
+// killPriv clears the set-ID bits, as Linux does when a process without
+// CAP_FSETID writes or truncates a file. The mount takes this job from the
+// kernel (HANDLE_KILLPRIV_V2) because the kernel then checks for file
+// capabilities once per inode instead of with a GETXATTR on every write.
+// The kernel flags such a truncate with FATTR_KILL_SUIDGID, which Setattr
+// sees; it flags such a write too, but go-fuse does not pass write flags on,
+// so Write decides from the mode seen at open and the caller.
+func (n *node) killPriv(ctx context.Context) syscall.Errno {
+	at, err := n.a.fsys.GetAttr(ctx, n.ino())
+	if err != nil {
+		return n.a.errno(ctx, "kill suid", n.ino(), err)
+	}
+	if bits := privBits(at.Mode); bits != 0 {
+		m := at.Mode &^ bits
+		if _, err := n.a.fsys.SetAttr(ctx, n.ino(), SetAttrIn{Mode: &m}); err != nil {
+			return n.a.errno(ctx, "kill suid", n.ino(), err)
+		}
+	}
+	return 0
+}
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY && n.a.ro {
@@ -412,7 +456,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	at, err := n.a.fsys.GetAttr(ctx, n.ino())
 	if err != nil {
-		return nil, 0, n.a.errno("open", n.ino(), err)
+		return nil, 0, n.a.errno(ctx, "open", n.ino(), err)
 	}
 	var fuseFlags uint32
 	n.mu.Lock()
@@ -421,14 +465,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	n.cacheValid, n.cacheSize, n.cacheMtime = true, at.Size, at.Mtime
 	n.mu.Unlock()
-	n.opens.Add(1)
-	return &handle{}, fuseFlags, 0
+	h := &handle{}
+	h.killPriv.Store(privBits(at.Mode) != 0)
+	return h, fuseFlags, 0
 }
 
 func (n *node) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
 	cnt, err := n.a.fsys.Read(ctx, n.ino(), off, dest)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, n.a.errno("read", n.ino(), err)
+		return nil, n.a.errno(ctx, "read", n.ino(), err)
 	}
 	if cnt < 0 || cnt > len(dest) {
 		n.a.log.Error("fuse: FS read returned a bad count", "ino", n.ino(), "n", cnt, "want", len(dest))
@@ -441,10 +486,16 @@ func (n *node) Write(ctx context.Context, f gofs.FileHandle, data []byte, off in
 	if n.a.ro {
 		return 0, syscall.EROFS
 	}
+	if h, ok := f.(*handle); ok && h.killPriv.Load() && !privileged(ctx) {
+		if e := n.killPriv(ctx); e != 0 {
+			return 0, e
+		}
+		h.killPriv.Store(false)
+	}
 	n.dirty.Store(true)
 	cnt, err := n.a.fsys.Write(ctx, n.ino(), off, data)
 	if err != nil {
-		return 0, n.a.errno("write", n.ino(), err)
+		return 0, n.a.errno(ctx, "write", n.ino(), err)
 	}
 	if cnt < 0 || cnt > len(data) {
 		n.a.log.Error("fuse: FS write returned a bad count", "ino", n.ino(), "n", cnt, "want", len(data))
@@ -462,7 +513,7 @@ func (n *node) flushIfDirty(ctx context.Context) syscall.Errno {
 	}
 	if err := n.a.fsys.Flush(ctx, n.ino()); err != nil {
 		n.dirty.Store(true) // let the release try again
-		return n.a.errno("flush", n.ino(), err)
+		return n.a.errno(ctx, "flush", n.ino(), err)
 	}
 	if at, err := n.a.fsys.GetAttr(ctx, n.ino()); err == nil {
 		n.mu.Lock()
@@ -485,13 +536,12 @@ func (n *node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 	n.dirty.Store(false)
 	if err := n.a.fsys.Fsync(ctx, n.ino()); err != nil {
 		n.dirty.Store(true)
-		return n.a.errno("fsync", n.ino(), err)
+		return n.a.errno(ctx, "fsync", n.ino(), err)
 	}
 	return 0
 }
 
 func (n *node) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
-	n.opens.Add(-1)
 	// Changes made through a mapping reach us after close(2); hand them on.
 	if e := n.flushIfDirty(ctx); e != 0 {
 		n.a.log.Warn("fuse: flush at release failed", "ino", n.ino(), "err", e)
@@ -519,7 +569,7 @@ func (n *node) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size
 	}
 	at, err := n.a.fsys.GetAttr(ctx, n.ino())
 	if err != nil {
-		return n.a.errno("fallocate", n.ino(), err)
+		return n.a.errno(ctx, "fallocate", n.ino(), err)
 	}
 	if int64(end) <= at.Size {
 		return 0
@@ -527,7 +577,7 @@ func (n *node) Allocate(ctx context.Context, f gofs.FileHandle, off uint64, size
 	sz := int64(end)
 	n.dirty.Store(true)
 	_, err = n.a.fsys.SetAttr(ctx, n.ino(), SetAttrIn{Size: &sz})
-	return n.a.errno("fallocate", n.ino(), err)
+	return n.a.errno(ctx, "fallocate", n.ino(), err)
 }
 
 // Only the user namespace is stored. The others (security, trusted,
@@ -543,7 +593,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	v, err := n.a.fsys.GetXattr(ctx, n.ino(), attr)
 	if err != nil {
-		return 0, n.a.errno("getxattr", n.ino(), err)
+		return 0, n.a.errno(ctx, "getxattr", n.ino(), err)
 	}
 	if len(dest) < len(v) {
 		return uint32(len(v)), syscall.ERANGE
@@ -562,13 +612,13 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return syscall.EINVAL
 	}
 	err := n.a.fsys.SetXattr(ctx, n.ino(), attr, data, flags)
-	return n.a.errno("setxattr", n.ino(), err)
+	return n.a.errno(ctx, "setxattr", n.ino(), err)
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	names, err := n.a.fsys.ListXattr(ctx, n.ino())
 	if err != nil {
-		return 0, n.a.errno("listxattr", n.ino(), err)
+		return 0, n.a.errno(ctx, "listxattr", n.ino(), err)
 	}
 	size := 0
 	for _, nm := range names {
@@ -597,7 +647,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !userXattr(attr) {
 		return syscall.EOPNOTSUPP
 	}
-	return n.a.errno("removexattr", n.ino(), n.a.fsys.RemoveXattr(ctx, n.ino(), attr))
+	return n.a.errno(ctx, "removexattr", n.ino(), n.a.fsys.RemoveXattr(ctx, n.ino(), attr))
 }
 
 func (n *node) Statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno {
@@ -607,7 +657,7 @@ func (n *node) Statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno 
 func (a *adapter) statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno {
 	st, err := a.fsys.StatFS(ctx)
 	if err != nil {
-		return a.errno("statfs", 0, err)
+		return a.errno(ctx, "statfs", 0, err)
 	}
 	out.Bsize = st.BlockSize
 	out.Frsize = st.BlockSize
