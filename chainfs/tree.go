@@ -317,6 +317,9 @@ func (t *Tree) childFor(n *Node, e node.Entry) (*Node, error) {
 func (t *Tree) attr(n *Node) Attr {
 	s := n.local
 	a := Attr{Ino: n.ino, Kind: s.Kind, Mode: s.Mode, Nlink: 1, Ctime: n.ctime}
+	if n.parent == nil && n != t.root {
+		a.Nlink = 0 // removed, still open somewhere
+	}
 	if s.Mtime != 0 {
 		a.Mtime = time.Unix(0, s.Mtime)
 	} else {
@@ -324,6 +327,9 @@ func (t *Tree) attr(n *Node) Attr {
 	}
 	switch s.Kind {
 	case node.KindDir:
+		if a.Nlink == 0 {
+			break
+		}
 		a.Nlink = 2
 		for _, e := range s.Entries {
 			if e.Kind == node.KindDir {
@@ -421,3 +427,18 @@ func (t *Tree) sortedEntries(n *Node) []node.Entry {
 func sameBytes(a, b []byte) bool { return bytes.Equal(a, b) }
 
 var errClosed = errors.New("chainfs: tree is closed")
+
+// Forget drops a removed node once nothing holds it open any more (the
+// kernel's FORGET). Linked nodes stay: they are part of the tree.
+func (t *Tree) Forget(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, ok := t.byIno[ino]
+	if !ok || n == t.root || n.parent != nil {
+		return
+	}
+	delete(t.byIno, ino)
+	if t.byAddr[n.keys.Addr] == n {
+		delete(t.byAddr, n.keys.Addr)
+	}
+}

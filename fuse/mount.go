@@ -62,7 +62,6 @@ type Server struct {
 	srv    *gofuse.Server
 	dir    string
 	method string
-	log    *slog.Logger
 }
 
 // Dir is the absolute mount point.
@@ -125,7 +124,7 @@ func Mount(dir string, fsys FS, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("fuse: mount %s: %w", abs, err)
 	}
 	lg.Debug("fuse: mounted", "dir", abs, "method", method, "ro", opts.ReadOnly, "allow_other", opts.AllowOther)
-	return &Server{srv: srv, dir: abs, method: method, log: lg}, nil
+	return &Server{srv: srv, dir: abs, method: method}, nil
 }
 
 // hasSysAdmin reports whether mount(2) may work: effective root (a

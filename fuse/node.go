@@ -6,8 +6,9 @@ package fuse
 // counting and FORGET, node IDs with generations, open-file handles,
 // directory offsets and seekdir, READDIRPLUS, interrupted readdirs, and
 // rename bookkeeping. Its cost per request is a few map lookups and mutexes,
-// small next to a context switch, so the raw API would buy no measurable
-// speed (see the report in the package tests) for a lot of duplicated code.
+// small next to a context switch: over memfs the mount lists 5,000 files
+// (ls -lR) in about 0.06 s and moves 128 KiB requests at 1.8-4 GiB/s, so the
+// raw API would buy no measurable speed for a lot of duplicated code.
 // Nodes carry only the FS's inode number (StableAttr.Ino) and small cache
 // state, never paths, so a rename elsewhere cannot leave them stale.
 
@@ -127,6 +128,11 @@ type node struct {
 	// dirty is set by anything that changes content through this mount and
 	// cleared by the Flush or Fsync that hands the change to the FS.
 	dirty atomic.Bool
+	// opens counts open file handles. A truncate with none open (truncate(2)
+	// on a path) is flushed at once, as no close will follow; one with a
+	// handle open (O_TRUNC, ftruncate) is flushed when the handle closes,
+	// together with what is written next.
+	opens atomic.Int32
 
 	// The size and mtime the kernel's page cache was last known to match:
 	// an open that finds them unchanged keeps the cache (FOPEN_KEEP_CACHE).
@@ -255,9 +261,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *gofuse.SetAtt
 	if err != nil {
 		return n.a.errno(ctx, "setattr", n.ino(), err)
 	}
-	if resize && f == nil {
-		// truncate(2) on a path, not through a descriptor: no close will
-		// follow to flush it.
+	if resize && f == nil && n.opens.Load() == 0 {
 		if e := n.flushIfDirty(ctx); e != 0 {
 			return e
 		}
@@ -334,6 +338,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		// A new file gets its Flush at close even if nothing is written,
 		// so the creation is handed on like any other change.
 		cn.dirty.Store(true)
+		cn.opens.Add(1)
 		cn.mu.Lock()
 		cn.cacheValid = false
 		cn.mu.Unlock()
@@ -465,6 +470,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	n.cacheValid, n.cacheSize, n.cacheMtime = true, at.Size, at.Mtime
 	n.mu.Unlock()
+	n.opens.Add(1)
 	h := &handle{}
 	h.killPriv.Store(privBits(at.Mode) != 0)
 	return h, fuseFlags, 0
@@ -542,6 +548,7 @@ func (n *node) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sysca
 }
 
 func (n *node) Release(ctx context.Context, f gofs.FileHandle) syscall.Errno {
+	n.opens.Add(-1)
 	// Changes made through a mapping reach us after close(2); hand them on.
 	if e := n.flushIfDirty(ctx); e != 0 {
 		n.a.log.Warn("fuse: flush at release failed", "ino", n.ino(), "err", e)

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-3}
-SECTIONS=${SECTIONS:-chain keys}
+SECTIONS=${SECTIONS:-chain keys tree}
 OUT=.cache/bench
 mkdir -p "$OUT"
 export PATH="$PWD/.cache/bin:$PATH"
@@ -70,6 +70,21 @@ section_keys() {
   rm -rf "$tmp"
   printf '  init        embedded chain, 1 secret server  %6s ms (of which KDF %s ms)\n' "$(printf '%s\n' "${inits[@]}" | median)" "$argon"
   printf '  login       embedded chain, 1 secret server  %6s ms (of which KDF %s ms)\n' "$(printf '%s\n' "${logins[@]}" | median)" "$argon"
+}
+
+section_tree() {
+  echo "== tree: bytes stored per byte, 1-byte edit, rebuild on a new device, put latency (embedded chain)"
+  local f=$OUT/tree.txt
+  go test -run '^$' -bench 'Storage|Rebuild|PutLatency' -benchtime 1x -count "$COUNT" -timeout 30m ./chainfs/ >"$f" 2>&1 || { cat "$f"; return 1; }
+  go test -run '^$' -bench 'PutLatency' -benchtime 200x -count "$COUNT" ./chainfs/ >"$f.put" 2>&1 || { cat "$f.put"; return 1; }
+  printf '  1 MiB file       %8s bytes stored per byte of content (chain + blobs)\n' "$(metric "$f" BenchmarkStorage/file-1MiB stored/byte)"
+  printf '  4 MiB file       %8s bytes stored per byte (content in a blob)\n' "$(metric "$f" BenchmarkStorage/file-4MiB stored/byte)"
+  printf '  1-byte edit      %8s chain bytes (1 MiB file)\n' "$(metric "$f" BenchmarkStorage/file-1MiB chain-bytes/1-byte-edit)"
+  printf '  1-byte edit      %8s chain bytes (4 MiB file)\n' "$(metric "$f" BenchmarkStorage/file-4MiB chain-bytes/1-byte-edit)"
+  printf '  1 KiB files      %8s bytes stored per byte (200 files in a folder)\n' "$(metric "$f" BenchmarkStorage/tree-of-1KiB-files stored/byte)"
+  printf '  rebuild          %8s s for 1,000 nodes\n' "$(metric "$f" BenchmarkRebuild/nodes-1000 s/rebuild)"
+  printf '  rebuild          %8s s for 10,000 nodes\n' "$(metric "$f" BenchmarkRebuild/nodes-10000 s/rebuild)"
+  printf '  put latency      %8s ms from write to commit accepted by the chain\n' "$(awk '$1 ~ /^BenchmarkPutLatency/ {print $3/1e6}' "$f.put" | median)"
 }
 
 for s in $SECTIONS; do

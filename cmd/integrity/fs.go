@@ -65,9 +65,10 @@ func newFSCmds(a *app) []*cobra.Command {
 	}
 	cat.Flags().IntVar(&rev, "rev", 0, "revision number (see `integrity log`)")
 
+	var putRec bool
 	put := &cobra.Command{
 		Use:   "put LOCALFILE PATH",
-		Short: "Store a local file in your System (committed before the command returns)",
+		Short: "Store a local file (or, with -r, a folder) in your System, committed before the command returns",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			local, err := filepath.Abs(args[0])
@@ -75,14 +76,16 @@ func newFSCmds(a *app) []*cobra.Command {
 				return err
 			}
 			var fi system.FileInfo
-			if err := a.call(cmd.Context(), "fs.put", system.PathArgs{Path: args[1], Local: local}, &fi); err != nil {
+			if err := a.call(cmd.Context(), "fs.put", system.PathArgs{Path: args[1], Local: local, Recursive: putRec}, &fi); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.errOut, "stored %s (%d bytes)\n", args[1], fi.Size)
 			return nil
 		},
 	}
+	put.Flags().BoolVarP(&putRec, "recursive", "r", false, "copy a local folder, keeping modes, times and symlinks")
 	var getRev int
+	var getRec bool
 	get := &cobra.Command{
 		Use:   "get PATH LOCALFILE",
 		Short: "Copy a file of your System to a local file",
@@ -92,10 +95,11 @@ func newFSCmds(a *app) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.call(cmd.Context(), "fs.get", system.PathArgs{Path: args[0], Local: local, Rev: getRev}, nil)
+			return a.call(cmd.Context(), "fs.get", system.PathArgs{Path: args[0], Local: local, Rev: getRev, Recursive: getRec}, nil)
 		},
 	}
 	get.Flags().IntVar(&getRev, "rev", 0, "revision number")
+	get.Flags().BoolVarP(&getRec, "recursive", "r", false, "copy a folder to a local directory")
 
 	var parents bool
 	mkdir := &cobra.Command{

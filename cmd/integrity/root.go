@@ -56,6 +56,7 @@ password, and shows it as a real FUSE mount at ~/integrity.`,
 	)
 	root.AddCommand(newAccountCmds(a)...)
 	root.AddCommand(newFSCmds(a)...)
+	root.AddCommand(newMountCmds(a)...)
 	return root
 }
 

@@ -292,3 +292,48 @@ func WriteFile(t testing.TB, name, content string) string {
 	}
 	return p
 }
+
+// StartAgent runs `integrity agent` for the device until the test ends
+// (or Stop is called on the returned process).
+func (d *Device) StartAgent(extra ...string) *exec.Cmd {
+	d.t.Helper()
+	args := []string{"--data-dir", d.DataDir}
+	if d.Chain != "" {
+		args = append(args, "--chain", d.Chain)
+	}
+	args = append(append(args, "agent"), extra...)
+	cmd := exec.Command(d.Bin, args...)
+	cmd.Env = append(append(os.Environ(), "HOME="+d.Home), d.Env...)
+	logf, err := os.Create(filepath.Join(d.Home, "agent.log"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		logf.Close()
+	})
+	sock := filepath.Join(d.DataDir, "agent.sock")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(d.Home, "agent.log"))
+			d.t.Fatalf("agent did not start:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

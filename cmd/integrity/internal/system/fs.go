@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +88,7 @@ func (s *System) fsHandlers() map[string]func(context.Context, json.RawMessage) 
 		"fs.log":     s.fsLog,
 		"fs.restore": s.fsRestore,
 		"fs.sync":    s.fsSync,
+		"fs.status":  s.fsStatus,
 	}
 }
 
@@ -232,6 +235,9 @@ func (s *System) fsGet(ctx context.Context, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.Recursive {
+		return s.getTree(ctx, a)
+	}
 	data, err := s.content(ctx, a)
 	if err != nil {
 		return nil, err
@@ -295,6 +301,9 @@ func (s *System) fsPut(ctx context.Context, raw json.RawMessage) (any, error) {
 	a, err := parse[PathArgs](raw)
 	if err != nil {
 		return nil, err
+	}
+	if a.Recursive {
+		return s.putTree(ctx, a)
 	}
 	data, err := os.ReadFile(a.Local)
 	if err != nil {
@@ -486,4 +495,178 @@ func (s *System) fsSync(ctx context.Context, _ json.RawMessage) (any, error) {
 		return nil, err
 	}
 	return struct{}{}, t.SyncAll(ctx)
+}
+
+// putTree copies a local directory tree into the System at a.Path,
+// keeping names, modes, modification times and symlinks, and commits it.
+func (s *System) putTree(ctx context.Context, a PathArgs) (any, error) {
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	root := clean(a.Path)
+	if _, err := mkdirAll(t, root); err != nil {
+		return nil, err
+	}
+	var files, bytes int64
+	err = filepath.WalkDir(a.Local, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(a.Local, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		dst := path.Join(root, filepath.ToSlash(rel))
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		dir, err := t.Resolve(path.Dir(dst))
+		if err != nil {
+			return err
+		}
+		mtime := fi.ModTime()
+		mode := uint32(fi.Mode().Perm())
+		var ino uint64
+		switch {
+		case d.IsDir():
+			if ino, err = t.Resolve(dst); err != nil {
+				at, err := t.Create(dir, path.Base(dst), node.KindDir, mode, "")
+				if err != nil {
+					return fmt.Errorf("%s: %w", dst, err)
+				}
+				ino = at.Ino
+			}
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			at, err := t.Create(dir, path.Base(dst), node.KindSymlink, 0o777, target)
+			if err != nil {
+				return fmt.Errorf("%s: %w", dst, err)
+			}
+			ino = at.Ino
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if ino, err = t.Resolve(dst); err != nil {
+				at, err := t.Create(dir, path.Base(dst), node.KindFile, mode, "")
+				if err != nil {
+					return fmt.Errorf("%s: %w", dst, err)
+				}
+				ino = at.Ino
+			}
+			zero := int64(0)
+			if _, err := t.SetAttr(ino, chainfs.SetAttr{Size: &zero}); err != nil {
+				return err
+			}
+			if _, err := t.Write(ino, 0, data); err != nil {
+				return err
+			}
+			files++
+			bytes += int64(len(data))
+		default:
+			return nil // devices, sockets, fifos: not stored
+		}
+		_, err = t.SetAttr(ino, chainfs.SetAttr{Mode: &mode, Mtime: &mtime})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("put -r: %w", err)
+	}
+	if err := t.SyncAll(ctx); err != nil {
+		return nil, err
+	}
+	return FileInfo{Name: path.Base(root), Kind: "dir", Size: bytes}, nil
+}
+
+// getTree copies a System folder to a local directory, keeping names,
+// modes, modification times and symlinks.
+func (s *System) getTree(ctx context.Context, a PathArgs) (any, error) {
+	t, ino, err := s.resolve(ctx, a.Path)
+	if err != nil {
+		return nil, err
+	}
+	type dirTime struct {
+		p string
+		t time.Time
+	}
+	var dirs []dirTime
+	var walk func(ino uint64, local string) error
+	walk = func(ino uint64, local string) error {
+		at, err := t.GetAttr(ino)
+		if err != nil {
+			return err
+		}
+		switch at.Kind {
+		case node.KindDir:
+			if err := os.MkdirAll(local, 0o700); err != nil {
+				return err
+			}
+			ents, err := t.ReadDir(ino)
+			if err != nil {
+				return err
+			}
+			for _, e := range ents {
+				if err := walk(e.Ino, filepath.Join(local, e.Name)); err != nil {
+					return err
+				}
+			}
+			if err := os.Chmod(local, fs.FileMode(at.Mode)); err != nil {
+				return err
+			}
+			dirs = append(dirs, dirTime{local, at.Mtime})
+			return nil
+		case node.KindSymlink:
+			target, err := t.ReadLink(ino)
+			if err != nil {
+				return err
+			}
+			_ = os.Remove(local)
+			return os.Symlink(target, local)
+		}
+		buf := make([]byte, at.Size)
+		n, err := t.Read(ino, 0, buf)
+		if err != nil {
+			return fmt.Errorf("%s: %w", local, err)
+		}
+		if err := os.WriteFile(local, buf[:n], 0o600); err != nil {
+			return err
+		}
+		if err := os.Chmod(local, fs.FileMode(at.Mode)); err != nil {
+			return err
+		}
+		return os.Chtimes(local, at.Mtime, at.Mtime)
+	}
+	if err := walk(ino, a.Local); err != nil {
+		return nil, fmt.Errorf("get -r: %w", err)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- { // children first, so parents keep their times
+		_ = os.Chtimes(dirs[i].p, dirs[i].t, dirs[i].t)
+	}
+	return struct{}{}, nil
+}
+
+// TreeStatus answers fs.status.
+type TreeStatus struct {
+	Open     bool      `json:"open"`
+	Nodes    int       `json:"nodes"`
+	Pending  int       `json:"pending"`
+	LastSync time.Time `json:"last_sync"`
+	NoFunds  string    `json:"no_funds,omitempty"`
+}
+
+func (s *System) fsStatus(context.Context, json.RawMessage) (any, error) {
+	s.mu.Lock()
+	t := s.tree
+	s.mu.Unlock()
+	if t == nil {
+		return TreeStatus{}, nil
+	}
+	st := t.Status()
+	return TreeStatus{Open: true, Nodes: st.Nodes, Pending: st.Pending, LastSync: st.LastSync, NoFunds: st.NoFunds}, nil
 }
