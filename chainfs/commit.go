@@ -260,6 +260,7 @@ func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, s
 		}); err != nil {
 			return state != base, fmt.Errorf("apply own commit: %w", err)
 		}
+		t.log.Debug("chainfs: committed", "addr", fmt.Sprintf("%x", keys.Addr[:6]), "tx", txid, "ops", len(b.Ops))
 		raw := new(bytes.Buffer)
 		_ = tx.Serialize(raw)
 		t.mu.Lock()

@@ -467,7 +467,9 @@ func (t *Tree) resyncNodes(ctx context.Context, nodes map[*Node]struct{}) {
 // they were made (after a crash the embedded chain's mempool is gone; a
 // btcd node may have dropped them).
 func (t *Tree) rebroadcast(ctx context.Context) error {
-	for _, u := range t.j.unconfirmed() {
+	us := t.j.unconfirmed()
+	t.log.Info("chainfs: re-broadcasting journaled commits", "count", len(us))
+	for _, u := range us {
 		var tx wire.MsgTx
 		if err := tx.Deserialize(bytes.NewReader(u.raw)); err != nil {
 			t.j.deleteUnconfirmed(u.txid)

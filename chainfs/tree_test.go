@@ -34,11 +34,36 @@ type env struct {
 	blobs   blob.Store
 	blobDir string
 	key     keyring.Key
+	seed    []byte
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	c, err := embedded.Open(embedded.Config{Dir: t.TempDir()})
+	return newEnvAt(t, t.TempDir())
+}
+
+// reopenChain closes the embedded chain without mining its mempool (as a
+// crash would lose it) and opens it again; the wallet follows.
+func (e *env) reopenChain(t testing.TB, dir string) {
+	t.Helper()
+	if err := e.backend.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := embedded.Open(embedded.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	w, err := wallet.New(e.seed, c, wallet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.backend, e.wallet = c, w
+}
+
+func newEnvAt(t testing.TB, dir string) *env {
+	t.Helper()
+	c, err := embedded.Open(embedded.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +96,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	key, _ := keyring.NewRandomKey()
-	return &env{t: t, backend: c, wallet: w, root: root, genesis: node.OutPoint{TxID: tx.TxHash(), Index: 0}, blobs: blobs, blobDir: blobDir, key: key}
+	return &env{t: t, backend: c, wallet: w, root: root, genesis: node.OutPoint{TxID: tx.TxHash(), Index: 0}, blobs: blobs, blobDir: blobDir, key: key, seed: seed}
 }
 
 // open opens a tree (a device) on the env with its own cache directory.
@@ -525,5 +550,72 @@ func TestErrors(t *testing.T) {
 	dir, _ := tr.Resolve("/dir")
 	if err := tr.Rename(d, "dir", dir, "inside", false); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("move into itself: %v", err)
+	}
+}
+
+// TestCrashLosesMempool: the agent dies with the embedded chain: the
+// mempool is gone, blocks stay. Every file whose Sync returned must be on
+// chain after the restart (the journal re-broadcasts).
+func TestCrashLosesMempool(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnvAt(t, dir)
+	cache := t.TempDir()
+	tr := e.open(cache, "a")
+	ctx := context.Background()
+	content := func(i int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("file %d; ", i)), 50+i) }
+	// A miner runs alongside, as the agent's does.
+	stopMining := make(chan struct{})
+	mined := make(chan struct{})
+	go func() {
+		defer close(mined)
+		for {
+			select {
+			case <-stopMining:
+				return
+			case <-time.After(30 * time.Millisecond):
+				_, _ = e.backend.Mine(ctx, 1, e.wallet.Address())
+			}
+		}
+	}()
+	const files = 300
+	for i := 0; i < files; i++ {
+		a, err := tr.Create(RootIno, fmt.Sprintf("f%03d", i), node.KindFile, 0o644, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tr.Write(a.Ino, 0, content(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Flush(a.Ino); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Sync(ctx, a.Ino); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Flush(a.Ino); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stopMining)
+	<-mined
+	tr.crash()
+	// The chain process dies too: reopen it without its mempool.
+	e.reopenChain(t, dir)
+	tr2 := e.open(cache, "a")
+	syncAll(t, tr2)
+	closeTree(t, tr2)
+	if _, err := e.backend.Mine(ctx, 1, e.wallet.Address()); err != nil {
+		t.Fatal(err)
+	}
+	tr3 := e.open("", "fresh")
+	defer closeTree(t, tr3)
+	bad := 0
+	for i := 0; i < files; i++ {
+		if got := readFile(t, tr3, fmt.Sprintf("/f%03d", i)); !bytes.Equal(got, content(i)) {
+			t.Errorf("f%03d: %d bytes after the crash", i, len(got))
+			if bad++; bad > 5 {
+				t.FailNow()
+			}
+		}
 	}
 }

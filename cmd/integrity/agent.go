@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -172,13 +173,15 @@ func (ag *agent) start(ctx context.Context, m MountArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
-		return fmt.Errorf("mount point: %w", err)
-	}
+	// A mount left by a crashed agent answers ENOTCONN to everything,
+	// even mkdir: clear it first.
 	if cleared, err := fuse.ClearStale(m.Dir); err != nil {
 		return fmt.Errorf("mount point %s: %w", m.Dir, err)
 	} else if cleared {
 		ag.log.Warn("cleared a stale mount left by a crash", "dir", m.Dir)
+	}
+	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+		return fmt.Errorf("mount point: %w", err)
 	}
 	s, err := fuse.Mount(m.Dir, fuse.Tree{T: t}, fuse.Options{
 		AllowOther: m.AllowOther, ReadOnly: m.ReadOnly, Debug: m.Debug, Logger: ag.log,
@@ -289,12 +292,18 @@ under DIR/.history/<path>/<revision>. Options: -o allow_other, -o ro.`,
 				if err := c.Call(cmd.Context(), "mount.stop", nil, nil); err != nil {
 					return err
 				}
-				// The agent goes too; `integrity agent` runs one without a
-				// mount.
+				// The agent goes too (it commits what is pending as it
+				// stops); `integrity agent` runs one without a mount.
+				var st AgentStatus
+				if err := c.Call(cmd.Context(), "agent.status", nil, &st); err != nil {
+					return err
+				}
 				if err := c.Call(cmd.Context(), "agent.stop", nil, nil); err != nil {
 					return err
 				}
-				waitGone(d.Socket())
+				if err := waitExit(cmd.Context(), st.PID); err != nil {
+					return err
+				}
 				fmt.Fprintln(a.errOut, "unmounted")
 				return nil
 			}
@@ -421,14 +430,17 @@ func lastLine(path string) string {
 }
 
 
-// waitGone waits (a while) for the agent's socket to stop answering.
-func waitGone(sock string) {
-	for i := 0; i < 300; i++ {
-		c, err := rpc.Dial(sock, system.Codes())
-		if err != nil {
-			return
+// waitExit waits for the agent process to finish (committing what is
+// pending and closing the chain may take a moment).
+func waitExit(ctx context.Context, pid int) error {
+	for {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
 		}
-		c.Close()
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

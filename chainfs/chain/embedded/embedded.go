@@ -638,6 +638,7 @@ func (c *Chain) mineOne(payTo address.Address) (chainhash.Hash, error) {
 	if err := c.flushDB(); err != nil {
 		return chainhash.Hash{}, err
 	}
+	c.log.Debug("embedded chain: mined", "height", tmpl.Height, "txs", len(block.Transactions()), "hash", block.Hash())
 	// What netsync does for a connected block.
 	for _, tx := range block.Transactions()[1:] {
 		c.pool.RemoveTransaction(tx, false)
@@ -673,6 +674,22 @@ func (c *Chain) publishBlock(block *btcutil.Block, height int32) {
 	c.publish(chain.Event{Kind: chain.EventBlock, Tip: c.tip(), Txs: txs})
 }
 
+// minePending mines blocks until the mempool is empty — a burst of
+// commits can fill several blocks — or a block makes no progress
+// (c.mineMu held).
+func (c *Chain) minePending(payTo address.Address) error {
+	for i := 0; i < 1000 && c.pool.Count() > 0; i++ {
+		before := c.pool.Count()
+		if _, err := c.mineOne(payTo); err != nil {
+			return err
+		}
+		if c.pool.Count() >= before {
+			return fmt.Errorf("%d transactions stay in the mempool: no block takes them", c.pool.Count())
+		}
+	}
+	return nil
+}
+
 // solve finds a nonce meeting the block's target. On regtest and simnet the
 // target is so easy that this takes a few hashes.
 func solve(msg *wire.MsgBlock, height int32, gen *mining.BlkTmplGenerator) error {
@@ -703,10 +720,10 @@ func (c *Chain) autoMine() {
 		case <-c.stopMine:
 			return
 		case <-t.C:
-			if c.pool.Count() == 0 {
-				continue
-			}
-			if _, err := c.Mine(context.Background(), 1, c.cfg.MineTo); err != nil {
+			c.mineMu.Lock()
+			err := c.minePending(c.cfg.MineTo)
+			c.mineMu.Unlock()
+			if err != nil {
 				c.log.Error("embedded chain: automatic mining failed", "err", err)
 			}
 		}
@@ -734,8 +751,8 @@ func (c *Chain) Close() error {
 	c.mineMu.Lock()
 	defer c.mineMu.Unlock()
 	var err error
-	if c.cfg.MineTo != nil && c.pool.Count() > 0 {
-		if _, merr := c.mineOne(c.cfg.MineTo); merr != nil {
+	if c.cfg.MineTo != nil {
+		if merr := c.minePending(c.cfg.MineTo); merr != nil {
 			err = fmt.Errorf("embedded chain: mine pending transactions on close: %w", merr)
 		}
 	}

@@ -284,3 +284,55 @@ func TestCloseMinesPending(t *testing.T) {
 		t.Fatalf("pending tx after close: %+v %v", got, err)
 	}
 }
+
+// TestCloseMinesMoreThanABlock: what a process leaves in the mempool can
+// exceed one block; closing mines until none is left.
+func TestCloseMinesMoreThanABlock(t *testing.T) {
+	dir := t.TempDir()
+	w0 := newKey(t)
+	c, err := Open(Config{Dir: dir, MineTo: w0.Address()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w := walletFor(t, c)
+	if _, err := c.Mine(ctx, 101, w.Address()); err != nil {
+		t.Fatal(err)
+	}
+	var outs []wallet.Output
+	var keys []*wallet.Key
+	for i := 0; i < 900; i++ {
+		k := newKey(t)
+		o, _ := wallet.PayTo(k.Address(), 100_000)
+		outs = append(outs, o)
+		keys = append(keys, k)
+	}
+	_, created, err := w.Pay(ctx, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, _ := envelope.Encode(envelope.TypeNodeCommit, make([]byte, 1200))
+	var last chainhash.Hash
+	for i, k := range keys {
+		tx, _, err := k.Commit([]chain.UTXO{created[i]}, script, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Broadcast(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+		last = tx.TxHash()
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = open(t, dir)
+	defer c.Close()
+	got, err := c.GetTx(ctx, last)
+	if err != nil || !got.Confirmed() {
+		t.Fatalf("last of 900 commits after close: %v", err)
+	}
+	if tip, _ := c.Tip(ctx); tip.Height < 103 {
+		t.Fatalf("900 × 1.2 KB commits fit one block? tip %d", tip.Height)
+	}
+}
