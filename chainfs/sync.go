@@ -280,6 +280,9 @@ func (t *Tree) mergeEntries(n *Node, base, local, merged *node.State) {
 		if be, ok := base.Entries[name]; ok && be.Addr == e.Addr {
 			continue // unchanged locally
 		}
+		if me, ok := merged.Entries[name]; ok && me.Addr == e.Addr {
+			continue // already there: our own commit, replayed from the journal
+		}
 		if e.Native && e.Index >= base.NextIndex && e.Index < remoteNext {
 			if c, ok := t.byAddr[e.Addr]; ok && c.parent == n {
 				e = t.rekey(n, c, name)
