@@ -151,9 +151,10 @@ func (t *Tree) commitNode(ctx context.Context, n *Node) (bool, error) {
 		switch {
 		case errors.Is(err, wallet.ErrInsufficientFunds):
 			if t.noFunds == nil {
-				t.log.Error("chainfs: the wallet cannot pay for commits; writes fail with ENOSPC until it is funded", "err", err)
+				t.log.Error("chainfs: the wallet cannot pay for commits; writes fail with ENOSPC until it is funded (changes stay in the journal)", "err", err)
 			}
 			t.noFunds = err
+			err = fmt.Errorf("%w: %w", err, syscall.ENOSPC)
 		case errors.Is(err, chain.ErrConflict):
 			// Another writer committed first: re-read the node, merge,
 			// and try again on the next pass.

@@ -576,14 +576,29 @@ func (t *Tree) Sync(ctx context.Context, ino uint64) error {
 	}
 	t.mu.Unlock()
 	t.urgent()
+	return waitAll(ctx, chs)
+}
+
+// waitAll waits for every channel, returning the first error at once: a
+// parent whose commit failed fails the Sync of a child that waits for it.
+func waitAll(ctx context.Context, chs []chan error) error {
+	results := make(chan error, len(chs))
+	stop := make(chan struct{})
+	defer close(stop)
 	for _, ch := range chs {
-		select {
-		case err := <-ch:
-			if err != nil {
-				return err
+		go func(ch chan error) {
+			select {
+			case err := <-ch:
+				results <- err
+			case <-ctx.Done():
+				results <- ctx.Err()
+			case <-stop:
 			}
-		case <-ctx.Done():
-			return ctx.Err()
+		}(ch)
+	}
+	for range chs {
+		if err := <-results; err != nil {
+			return err
 		}
 	}
 	return nil
@@ -600,18 +615,7 @@ func (t *Tree) SyncAll(ctx context.Context) error {
 	}
 	t.mu.Unlock()
 	t.urgent()
-	var first error
-	for _, ch := range chs {
-		select {
-		case err := <-ch:
-			if err != nil && first == nil {
-				first = err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return first
+	return waitAll(ctx, chs)
 }
 
 // StatFS reports sizes for statfs(2): the chain has no fixed capacity, so

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -305,4 +306,52 @@ func lastN(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// TestOutOfMoney: a device whose wallet cannot pay commits: fsync and then
+// writes fail with ENOSPC, status says why, nothing is dropped — once the
+// wallet is funded the pending change is committed.
+func TestOutOfMoney(t *testing.T) {
+	node := e2e.StartBtcd(t)
+	ss := e2e.StartSecretServer(t)
+	a := e2e.NewDevice(t, node.URL)
+	pw := newSystem(t, a, ss, "judy@example.com")
+	b := e2e.NewDevice(t, node.URL) // a second device: its wallet is empty
+	b.OK("login", "--user", "judy@example.com", "--secret-server", ss.URL, "--code-file", ss.CodeFile, "--password-file", pw)
+	mnt := filepath.Join(t.TempDir(), "b")
+	mountAt(t, b, mnt)
+	f, err := os.Create(filepath.Join(mnt, "unpaid.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("kept until paid for")); err != nil {
+		t.Fatal(err)
+	}
+	err = f.Sync()
+	f.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fsync with an empty wallet: %v, want ENOSPC", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "more.txt"), []byte("x"), 0o644); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write with an empty wallet: %v, want ENOSPC", err)
+	}
+	st := b.OK("status")
+	if !strings.Contains(st, "ENOSPC") || !strings.Contains(st, "insufficient funds") {
+		t.Fatalf("status does not say why:\n%s", st)
+	}
+	// Fund the wallet: the pending change goes through.
+	b.OK("chain", "mine", "101")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st := b.OK("status"); !strings.Contains(st, "ENOSPC") && strings.Contains(st, " 0 with changes") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pending change was not committed after funding:\n%s", b.OK("status"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := a.OK("cat", "/unpaid.txt"); got != "kept until paid for" {
+		t.Fatalf("device A reads %q", got)
+	}
 }
