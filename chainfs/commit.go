@@ -108,7 +108,7 @@ func (t *Tree) pathOf(n *Node) string {
 // do not fit one. It reports whether it committed anything.
 func (t *Tree) commitNode(ctx context.Context, n *Node) (bool, error) {
 	t.mu.Lock()
-	if _, dirty := t.dirty[n]; !dirty || n.committing {
+	if _, dirty := t.dirty[n]; !dirty || n.committing || n.unflushed {
 		t.mu.Unlock()
 		return false, nil
 	}

@@ -411,6 +411,7 @@ func (t *Tree) Write(ino uint64, off int64, data []byte) (int, error) {
 	}
 	copy(c[off:], data)
 	n.local.Content = c
+	n.unflushed = true
 	t.touch(n, true)
 	return len(data), nil
 }
@@ -442,6 +443,7 @@ func (t *Tree) SetAttr(ino uint64, in SetAttr) (Attr, error) {
 			c = slices.Grow(c, int(size)-len(c))[:size]
 		}
 		n.local.Content = c
+		n.unflushed = true
 		t.touch(n, true)
 	}
 	if in.Mode != nil {
@@ -549,6 +551,13 @@ func (t *Tree) Flush(ino uint64) error {
 	if err != nil {
 		return err
 	}
+	if n.unflushed {
+		n.unflushed = false
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
 	return t.journalLocked(n, false)
 }
 
@@ -562,6 +571,7 @@ func (t *Tree) Sync(ctx context.Context, ino uint64) error {
 		t.mu.Unlock()
 		return err
 	}
+	n.unflushed = false
 	var chs []chan error
 	for c := n; c != nil; c = c.parent {
 		if _, dirty := t.dirty[c]; dirty {
@@ -609,6 +619,7 @@ func (t *Tree) SyncAll(ctx context.Context) error {
 	t.mu.Lock()
 	var chs []chan error
 	for n := range t.dirty {
+		n.unflushed = false
 		ch := make(chan error, 1)
 		n.waiters = append(n.waiters, waiter{ver: n.ver, ch: ch})
 		chs = append(chs, ch)

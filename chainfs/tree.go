@@ -164,6 +164,10 @@ type Node struct {
 	ctime        time.Time
 	// unavailable: the content is in a blob this device cannot fetch.
 	unavailable bool
+	// unflushed: content changed since the last close or fsync. Such a
+	// file is not committed in the background (a program still writing it
+	// would see its file committed piecemeal); Flush and Sync clear it.
+	unflushed bool
 }
 
 type rev struct {

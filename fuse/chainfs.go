@@ -131,4 +131,3 @@ func (t Tree) ReadRevision(_ context.Context, ino uint64, rev int) ([]byte, erro
 }
 
 func (t Tree) Forget(ino uint64) { t.T.Forget(ino) }
-

@@ -429,7 +429,6 @@ func lastLine(path string) string {
 	return lines[len(lines)-1]
 }
 
-
 // waitExit waits for the agent process to finish (committing what is
 // pending and closing the chain may take a moment).
 func waitExit(ctx context.Context, pid int) error {

@@ -183,4 +183,3 @@ func kindChar(kind string) string {
 	}
 	return "-"
 }
-
