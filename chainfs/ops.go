@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/integrity-sys/integrity/chainfs/node"
+	"github.com/integrity-sys/integrity/internal/addrsafe"
 )
 
 // Lookup finds name in directory dir.
@@ -155,8 +156,10 @@ func (t *Tree) allocate(d *Node, name string, kind node.Kind) (*Node, error) {
 		idx := s.NextIndex
 		s.NextIndex++
 		keys, err := d.keys.Child(idx, [20]byte{})
-		if err != nil {
-			continue // an invalid BIP32 child (p < 2^-127): skip the index
+		if err != nil || !addrsafe.Queryable(keys.Addr[:]) {
+			// An invalid BIP32 child (p < 2^-127), or an address btcd
+			// cannot look up (docs/PROTOCOL.md): skip the index.
+			continue
 		}
 		if _, taken := t.byAddr[keys.Addr]; taken {
 			continue
@@ -325,7 +328,7 @@ func (t *Tree) rekey(nd, c *Node, name string) node.Entry {
 		idx := s.NextIndex
 		s.NextIndex++
 		keys, err := nd.keys.Child(idx, [20]byte{})
-		if err != nil {
+		if err != nil || !addrsafe.Queryable(keys.Addr[:]) {
 			continue
 		}
 		if _, taken := t.byAddr[keys.Addr]; taken {

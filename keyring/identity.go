@@ -13,6 +13,7 @@ import (
 	"github.com/btcsuite/btcd/btcutil/v2/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg/v2"
 
+	"github.com/integrity-sys/integrity/internal/addrsafe"
 	"github.com/integrity-sys/integrity/internal/envelope"
 )
 
@@ -68,13 +69,19 @@ func newIdentity() (*Identity, error) {
 	}
 	id.PrimaryPub = id.PrimaryPair.PubKey().SerializeCompressed()
 	id.PrivilegedPub = id.privilegedPair.PubKey().SerializeCompressed()
-	for _, root := range []*[64]byte{&id.ReadRoot, &id.WriteRoot} {
-		if err := newTreeRoot(root); err != nil {
+	if err := newTreeRoot(&id.ReadRoot); err != nil {
+		return nil, err
+	}
+	for {
+		if err := newTreeRoot(&id.WriteRoot); err != nil {
 			return nil, err
 		}
-	}
-	if err := id.deriveRootAddr(); err != nil {
-		return nil, err
+		if err := id.deriveRootAddr(); err != nil {
+			return nil, err
+		}
+		if addrsafe.Queryable(id.RootAddr[:]) {
+			break
+		}
 	}
 	id.unlockedAt = time.Now()
 	return id, nil
@@ -285,4 +292,42 @@ func OpenDevice(deviceKey Key, sealed []byte) (*Identity, error) {
 	Wipe(r.ReadRoot)
 	Wipe(r.WriteRoot)
 	return id, nil
+}
+
+// NewPresentationKey returns a presentation key whose address every btcd
+// network can look up (internal/addrsafe).
+func NewPresentationKey() (Key, error) {
+	for {
+		k, err := NewScalarKey()
+		if err != nil {
+			return Key{}, err
+		}
+		p, err := k.PrivateKey()
+		if err != nil {
+			return Key{}, err
+		}
+		h := hash160(p.PubKey().SerializeCompressed())
+		if addrsafe.Queryable(h[:]) {
+			return k, nil
+		}
+	}
+}
+
+// NewSafeBackupKey returns a backup key whose locator address every btcd
+// network can look up (internal/addrsafe).
+func NewSafeBackupKey() (BackupKey, error) {
+	for {
+		b, err := NewBackupKey()
+		if err != nil {
+			return BackupKey{}, err
+		}
+		loc, err := locatorKey(b.Key())
+		if err != nil {
+			return BackupKey{}, err
+		}
+		h := hash160(loc.PubKey().SerializeCompressed())
+		if addrsafe.Queryable(h[:]) {
+			return b, nil
+		}
+	}
 }

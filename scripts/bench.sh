@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-3}
-SECTIONS=${SECTIONS:-chain keys tree}
+SECTIONS=${SECTIONS:-chain keys tree fs}
 OUT=.cache/bench
 mkdir -p "$OUT"
 export PATH="$PWD/.cache/bin:$PATH"
@@ -85,6 +85,76 @@ section_tree() {
   printf '  rebuild          %8s s for 1,000 nodes\n' "$(metric "$f" BenchmarkRebuild/nodes-1000 s/rebuild)"
   printf '  rebuild          %8s s for 10,000 nodes\n' "$(metric "$f" BenchmarkRebuild/nodes-10000 s/rebuild)"
   printf '  put latency      %8s ms from write to commit accepted by the chain\n' "$(awk '$1 ~ /^BenchmarkPutLatency/ {print $3/1e6}' "$f.put" | median)"
+}
+
+# fs_target NAME DIR: run the BENCH.md filesystem workloads in DIR and
+# append "NAME workload value" lines to $FSOUT.
+fs_target() {
+  local name=$1 dir=$2 j
+  mkdir -p "$dir/fio"
+  j=$(fio --name=w --rw=write --bs=128k --size=256m --end_fsync=1 --directory="$dir/fio" --output-format=json 2>/dev/null)
+  echo "$name seq-write $(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["write"]["bw"]/1024)')" >>"$FSOUT"
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  j=$(fio --name=w --rw=read --bs=128k --size=256m --directory="$dir/fio" --output-format=json 2>/dev/null)
+  echo "$name seq-read $(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["read"]["bw"]/1024)')" >>"$FSOUT"
+  j=$(fio --name=w --rw=randread --bs=4k --size=256m --directory="$dir/fio" --output-format=json 2>/dev/null)
+  echo "$name rand-read $(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["read"]["bw"]/1024)')" >>"$FSOUT"
+  rm -rf "$dir/fio"
+  mkdir -p "$dir/small"
+  local t0 t1
+  t0=$(now_ms); python3 scripts/smallfiles.py "$dir/small" 50 100; t1=$(now_ms)
+  echo "$name create $(( t1 - t0 ))" >>"$FSOUT"
+  t0=$(now_ms); ls -lR "$dir/small" >/dev/null; t1=$(now_ms)
+  echo "$name list $(( t1 - t0 ))" >>"$FSOUT"
+  t0=$(now_ms); rm -rf "$dir/small"; t1=$(now_ms)
+  echo "$name delete $(( t1 - t0 ))" >>"$FSOUT"
+}
+
+section_fs() {
+  echo "== fs: BENCH.md workloads on tmpfs, gocryptfs and integrity (medians of $COUNT runs; ratio = integrity / gocryptfs)"
+  command -v fio >/dev/null || { echo "  fio is not installed (apt-get install fio)"; return 1; }
+  command -v gocryptfs >/dev/null || { echo "  gocryptfs is not installed (apt-get install gocryptfs)"; return 1; }
+  local tmp; tmp=$(mktemp -d)
+  FSOUT=$tmp/results.txt
+  : >"$FSOUT"
+  local port=$((20000 + RANDOM % 20000))
+  bin/integrity secret-server --listen 127.0.0.1:$port --data "$tmp/ss" --code-file "$tmp/codes" \
+    --code-resend-interval 1ms --rate 1000 --burst 1000 >"$tmp/ss.log" 2>&1 &
+  local sspid=$!
+  sleep 1
+  echo "bench password" >"$tmp/pw"
+  bin/integrity --data-dir "$tmp/idata" init --user fsbench --destination fsbench --secret-server http://127.0.0.1:$port \
+    --code-file "$tmp/codes" --password-file "$tmp/pw" --backup-key-out "$tmp/bk" >/dev/null 2>&1
+  for i in $(seq 1 "$COUNT"); do
+    mkdir -p "$tmp/tmpfs"; mount -t tmpfs tmpfs "$tmp/tmpfs"
+    fs_target tmpfs "$tmp/tmpfs"
+    umount "$tmp/tmpfs"
+
+    mkdir -p "$tmp/gb" "$tmp/gp"; mount -t tmpfs tmpfs "$tmp/gb"; mkdir "$tmp/gb/cipher"
+    gocryptfs -q -init -extpass 'echo pw' -scryptn 10 "$tmp/gb/cipher" >/dev/null 2>&1
+    gocryptfs -q -extpass 'echo pw' "$tmp/gb/cipher" "$tmp/gp"
+    fs_target gocryptfs "$tmp/gp"
+    fusermount3 -u "$tmp/gp" 2>/dev/null || umount "$tmp/gp"; umount "$tmp/gb"
+
+    bin/integrity --data-dir "$tmp/idata" mount "$tmp/imnt" >/dev/null 2>&1
+    mkdir -p "$tmp/imnt/run$i"
+    fs_target integrity "$tmp/imnt/run$i"
+    bin/integrity --data-dir "$tmp/idata" unmount >/dev/null 2>&1
+  done
+  kill $sspid 2>/dev/null || true
+  printf '  %-10s %12s %12s %12s %9s %9s\n' workload tmpfs gocryptfs integrity ratio target
+  local w unit
+  for w in seq-write seq-read rand-read create list delete; do
+    unit="MiB/s"; case $w in create|list|delete) unit="ms";; esac
+    local t g i
+    t=$(awk -v w=$w '$1=="tmpfs" && $2==w {print $3}' "$FSOUT" | median)
+    g=$(awk -v w=$w '$1=="gocryptfs" && $2==w {print $3}' "$FSOUT" | median)
+    i=$(awk -v w=$w '$1=="integrity" && $2==w {print $3}' "$FSOUT" | median)
+    local target=""
+    case $w in seq-read) target=">= 0.9";; list) target="<= 1.5";; create) target="<= 5";; esac
+    printf '  %-10s %8.1f %-5s %8.1f %-5s %8.1f %-5s %7.2fx %9s\n' $w "$t" "$unit" "$g" "$unit" "$i" "$unit" "$(python3 -c "print($i/$g if $g else 0)")" "$target"
+  done
+  rm -rf "$tmp"
 }
 
 for s in $SECTIONS; do

@@ -208,7 +208,7 @@ func (s *System) authBegin(ctx context.Context, raw json.RawMessage) (any, error
 		return nil, fmt.Errorf("recover --replace %q: want password, backup or presentation", b.Replace)
 	}
 	if b.Op == "init" || b.NewBackup || (b.Op == "recover" && b.Replace == "backup") {
-		bk, err := keyring.NewBackupKey()
+		bk, err := keyring.NewSafeBackupKey()
 		if err != nil {
 			return nil, err
 		}
@@ -256,7 +256,7 @@ func (s *System) authBegin(ctx context.Context, raw json.RawMessage) (any, error
 // secret server (paper step 5 and footnote 1).
 func (s *System) enrolAll(ctx context.Context, f *flow) error {
 	var err error
-	if f.pres, err = keyring.NewScalarKey(); err != nil {
+	if f.pres, err = keyring.NewPresentationKey(); err != nil {
 		return err
 	}
 	if f.slices, err = keyring.SplitKey(f.pres, len(f.servers)); err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/integrity-sys/integrity/chainfs/wallet"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/config"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/rpc"
+	"github.com/integrity-sys/integrity/internal/addrsafe"
 	"github.com/integrity-sys/integrity/keyring"
 	"github.com/integrity-sys/integrity/keyring/secretserver"
 )
@@ -121,8 +122,16 @@ func loadOrCreateSeed(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read wallet seed: %w", err)
 	}
 	seed := make([]byte, 32)
-	if _, err := rand.Read(seed); err != nil {
-		return nil, fmt.Errorf("wallet seed: %w", err)
+	for {
+		if _, err := rand.Read(seed); err != nil {
+			return nil, fmt.Errorf("wallet seed: %w", err)
+		}
+		// A wallet whose address btcd could not look up would never see
+		// its coins (internal/addrsafe).
+		k, err := wallet.DeriveKey(seed, &chaincfg.MainNetParams)
+		if err == nil && addrsafe.Queryable(k.Address().ScriptAddress()) {
+			break
+		}
 	}
 	if err := config.WriteFileAtomic(path, seed, 0o600); err != nil {
 		return nil, err
