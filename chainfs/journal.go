@@ -2,16 +2,20 @@ package chainfs
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/gob"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/integrity-sys/integrity/chainfs/blob"
+	"github.com/integrity-sys/integrity/chainfs/delta"
 	"github.com/integrity-sys/integrity/chainfs/node"
 	"github.com/integrity-sys/integrity/keyring"
 )
@@ -47,6 +51,11 @@ type localRecord struct {
 	Entries      []node.Entry
 	NextIndex    uint32
 	Content      []byte
+	// For content over chainMax (Badger values stay small): ContentDelta
+	// turns the committed content at BaseRev into it, when that is small;
+	// else ContentBlob names an encrypted blob in the blob store holding it.
+	ContentDelta []byte
+	ContentBlob  []byte
 	// BaseRev and BaseTx say which chain state the change was made on,
 	// so a restore merges with what others committed since.
 	BaseRev int
@@ -115,13 +124,29 @@ func (j *journal) close() error {
 
 func localKey(addr [20]byte) []byte { return append(append([]byte{}, prefLocal...), addr[:]...) }
 
+// journalErr keeps the first line of a Badger error: some of its errors
+// dump the value they refused — plaintext content — into the message.
+func journalErr(op string, err error) error {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if i := strings.Index(msg, "Value:"); i >= 0 {
+		msg = msg[:i]
+	}
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return fmt.Errorf("chainfs: journal %s: %s", op, strings.TrimSpace(msg))
+}
+
 func (j *journal) putLocal(r localRecord, sync bool) error {
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(r); err != nil {
 		return fmt.Errorf("chainfs: journal: %w", err)
 	}
 	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Set(localKey(r.Addr), buf.Bytes()) }); err != nil {
-		return fmt.Errorf("chainfs: journal: %w", err)
+		return journalErr("write", err)
 	}
 	if sync {
 		return j.sync()
@@ -131,7 +156,7 @@ func (j *journal) putLocal(r localRecord, sync bool) error {
 
 func (j *journal) sync() error {
 	if err := j.db.Sync(); err != nil {
-		return fmt.Errorf("chainfs: journal sync: %w", err)
+		return journalErr("sync", err)
 	}
 	return nil
 }
@@ -220,7 +245,11 @@ func (t *Tree) journalLocked(n *Node, sync bool) error {
 		if _, dirty := t.dirty[c]; !dirty {
 			continue
 		}
-		if err := t.j.putLocal(t.record(c), false); err != nil {
+		r, err := t.record(c)
+		if err != nil {
+			return err
+		}
+		if err := t.j.putLocal(r, false); err != nil {
 			return err
 		}
 	}
@@ -230,7 +259,7 @@ func (t *Tree) journalLocked(n *Node, sync bool) error {
 	return nil
 }
 
-func (t *Tree) record(n *Node) localRecord {
+func (t *Tree) record(n *Node) (localRecord, error) {
 	s := n.local
 	r := localRecord{Addr: n.keys.Addr, Depth: depth(n), Name: n.name, Kind: s.Kind, Mode: s.Mode, Mtime: s.Mtime,
 		Target: s.Target, Xattrs: s.Xattrs, NextIndex: s.NextIndex, Content: s.Content, BaseRev: len(n.revs)}
@@ -243,7 +272,45 @@ func (t *Tree) record(n *Node) localRecord {
 	for _, e := range s.Entries {
 		r.Entries = append(r.Entries, e)
 	}
-	return r
+	if len(s.Content) <= chainMax {
+		return r, nil
+	}
+	if len(n.committed.Content) > 0 {
+		if d := delta.Diff(n.committed.Content, s.Content); len(d) <= chainMax {
+			r.Content, r.ContentDelta = nil, d
+			return r, nil
+		}
+	}
+	if t.cfg.Blobs != nil {
+		ref, err := t.stage(n)
+		if err != nil {
+			return r, err
+		}
+		b, err := ref.MarshalBinary()
+		if err != nil {
+			return r, err
+		}
+		r.Content, r.ContentBlob = nil, b
+	}
+	return r, nil
+}
+
+// stage writes a large file's current content to an encrypted blob once
+// per version: the journal points at it, and the commit reuses it
+// (t.mu held).
+func (t *Tree) stage(n *Node) (blob.Ref, error) {
+	if n.staged != nil && n.stagedVer == n.ver {
+		return *n.staged, nil
+	}
+	enc, ref, err := blob.Encrypt(n.local.Content)
+	if err != nil {
+		return blob.Ref{}, err
+	}
+	if err := t.cfg.Blobs.Put(context.Background(), ref.Hash, bytes.NewReader(enc), int64(len(enc))); err != nil {
+		return blob.Ref{}, fmt.Errorf("chainfs: stage %s: %w", n.path(), err)
+	}
+	n.staged, n.stagedVer = &ref, n.ver
+	return ref, nil
 }
 
 // restoreJournal re-applies journaled local changes after a restart,
@@ -264,6 +331,27 @@ func (t *Tree) restoreJournal() error {
 		}
 		local := node.NewState(r.Kind)
 		local.Mode, local.Mtime, local.Target, local.NextIndex, local.Content = r.Mode, r.Mtime, r.Target, r.NextIndex, r.Content
+		if len(r.ContentDelta) > 0 {
+			c, err := delta.Apply(t.stateAt(n, r.BaseRev).Content, r.ContentDelta, node.MaxFileSize)
+			if err != nil {
+				t.log.Error("chainfs: a journaled change no longer applies to its base; it is lost", "name", r.Name, "err", err)
+				t.j.deleteLocal(r.Addr)
+				continue
+			}
+			local.Content = c
+		}
+		if len(r.ContentBlob) > 0 {
+			var ref blob.Ref
+			err := ref.UnmarshalBinary(r.ContentBlob)
+			if err == nil {
+				local.Content, err = blob.Load(context.Background(), t.cfg.Blobs, ref)
+			}
+			if err != nil {
+				t.log.Error("chainfs: a journaled large file's content is unreadable; its change is lost", "name", r.Name, "err", err)
+				t.j.deleteLocal(r.Addr)
+				continue
+			}
+		}
 		if r.Xattrs != nil {
 			local.Xattrs = r.Xattrs
 		}

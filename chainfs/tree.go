@@ -164,6 +164,10 @@ type Node struct {
 	ctime        time.Time
 	// unavailable: the content is in a blob this device cannot fetch.
 	unavailable bool
+	// staged is a blob holding the content of version stagedVer (large
+	// files, written when journaled; the commit reuses it).
+	staged    *blob.Ref
+	stagedVer uint64
 	// unflushed: content changed since the last close or fsync. Such a
 	// file is not committed in the background (a program still writing it
 	// would see its file committed piecemeal); Flush and Sync clear it.

@@ -110,6 +110,17 @@ fs_target() {
   echo "$name delete $(( t1 - t0 ))" >>"$FSOUT"
 }
 
+# unmount_retry DIR: unmount, retrying while busy, lazily as a last resort.
+unmount_retry() {
+  local i
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    fusermount3 -u "$1" 2>/dev/null && return 0
+    umount "$1" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  umount -l "$1"
+}
+
 section_fs() {
   echo "== fs: BENCH.md workloads on tmpfs, gocryptfs and integrity (medians of $COUNT runs; ratio = integrity / gocryptfs)"
   command -v fio >/dev/null || { echo "  fio is not installed (apt-get install fio)"; return 1; }
@@ -128,13 +139,13 @@ section_fs() {
   for i in $(seq 1 "$COUNT"); do
     mkdir -p "$tmp/tmpfs"; mount -t tmpfs tmpfs "$tmp/tmpfs"
     fs_target tmpfs "$tmp/tmpfs"
-    umount "$tmp/tmpfs"
+    unmount_retry "$tmp/tmpfs"
 
     mkdir -p "$tmp/gb" "$tmp/gp"; mount -t tmpfs tmpfs "$tmp/gb"; mkdir "$tmp/gb/cipher"
     gocryptfs -q -init -extpass 'echo pw' -scryptn 10 "$tmp/gb/cipher" >/dev/null 2>&1
-    gocryptfs -q -extpass 'echo pw' "$tmp/gb/cipher" "$tmp/gp"
+    gocryptfs -q -nosyslog -extpass 'echo pw' "$tmp/gb/cipher" "$tmp/gp"
     fs_target gocryptfs "$tmp/gp"
-    fusermount3 -u "$tmp/gp" 2>/dev/null || umount "$tmp/gp"; umount "$tmp/gb"
+    unmount_retry "$tmp/gp"; unmount_retry "$tmp/gb"
 
     bin/integrity --data-dir "$tmp/idata" mount "$tmp/imnt" >/dev/null 2>&1
     mkdir -p "$tmp/imnt/run$i"
