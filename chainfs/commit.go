@@ -222,7 +222,7 @@ func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, s
 	if len(bodies) == 0 {
 		return false, nil
 	}
-	key, err := t.nodeKey(keys)
+	key, err := t.signerOf(n, keys)
 	if err != nil {
 		return false, err
 	}
@@ -393,7 +393,7 @@ func entryOps(base, snap *node.State) []node.Op {
 // at most chainMax, else in a blob.
 func (t *Tree) contentSteps(ctx context.Context, n *Node, base, snap *node.State, blobs map[[32]byte][]byte, staged *blob.Ref) ([][]node.Op, error) {
 	old, cur := base.Content, snap.Content
-	if len(old) > 0 {
+	if worthDiff(old, cur) {
 		d := delta.Diff(old, cur)
 		if len(d) <= stepMax && (len(cur) <= chainMax || t.patchesSinceBase(n) < maxPatches) && len(d) < len(cur) {
 			return [][]node.Op{{{Code: node.OpPatch, Data: d}}}, nil
@@ -453,6 +453,25 @@ func (t *Tree) patchesSinceBase(n *Node) int {
 	return c
 }
 
+// signerOf returns n's signing key, made once per node (deriving the public
+// key is an elliptic-curve multiplication).
+func (t *Tree) signerOf(n *Node, k node.Keys) (*wallet.Key, error) {
+	t.mu.Lock()
+	s := n.signer
+	t.mu.Unlock()
+	if s != nil && s.Address().ScriptAddress() != nil && [20]byte(s.Address().ScriptAddress()) == k.Addr {
+		return s, nil
+	}
+	s, err := t.nodeKey(k)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	n.signer = s
+	t.mu.Unlock()
+	return s, nil
+}
+
 // nodeKey is a node's write key as a signing key.
 func (t *Tree) nodeKey(k node.Keys) (*wallet.Key, error) {
 	priv, err := k.WritePriv()
@@ -479,4 +498,45 @@ func p2pkh(h [20]byte) []byte {
 	s = append(s, 0x76, 0xa9, 0x14)
 	s = append(s, h[:]...)
 	return append(s, 0x88, 0xac)
+}
+
+// worthDiff guesses, at memory speed, whether a delta from old to cur can
+// be small: a long common prefix and suffix (an insert, a truncation, an
+// append), or most 64 KiB blocks unchanged in place (an edit). Diffing
+// unrelated large contents costs seconds and is always thrown away.
+func worthDiff(old, cur []byte) bool {
+	if len(old) == 0 || len(cur) == 0 {
+		return false
+	}
+	if len(cur) <= 1<<20 {
+		return true // cheap enough to just try
+	}
+	const block = 64 << 10
+	p := 0
+	for p < len(old) && p < len(cur) {
+		n := min(block, len(old)-p, len(cur)-p)
+		if !bytes.Equal(old[p:p+n], cur[p:p+n]) {
+			break
+		}
+		p += n
+	}
+	q := 0
+	for q < len(old)-p && q < len(cur)-p {
+		n := min(block, len(old)-p-q, len(cur)-p-q)
+		if !bytes.Equal(old[len(old)-q-n:len(old)-q], cur[len(cur)-q-n:len(cur)-q]) {
+			break
+		}
+		q += n
+	}
+	if 2*(p+q) >= len(cur) {
+		return true
+	}
+	same, blocks := 0, 0
+	for off := 0; off+block <= len(cur) && off+block <= len(old); off += block {
+		blocks++
+		if bytes.Equal(old[off:off+block], cur[off:off+block]) {
+			same++
+		}
+	}
+	return blocks > 0 && 2*same >= blocks
 }

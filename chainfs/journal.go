@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -140,16 +141,24 @@ func journalErr(op string, err error) error {
 	return fmt.Errorf("chainfs: journal %s: %s", op, strings.TrimSpace(msg))
 }
 
-func (j *journal) putLocal(r localRecord, sync bool) error {
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(r); err != nil {
-		return fmt.Errorf("chainfs: journal: %w", err)
+// putLocals writes records in one transaction.
+func (j *journal) putLocals(rs []localRecord) error {
+	if len(rs) == 0 {
+		return nil
 	}
-	if err := j.db.Update(func(txn *badger.Txn) error { return txn.Set(localKey(r.Addr), buf.Bytes()) }); err != nil {
+	wb := j.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, r := range rs {
+		var buf bytes.Buffer
+		if err := gob.NewEncoder(&buf).Encode(r); err != nil {
+			return fmt.Errorf("chainfs: journal: %w", err)
+		}
+		if err := wb.Set(localKey(r.Addr), buf.Bytes()); err != nil {
+			return journalErr("write", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
 		return journalErr("write", err)
-	}
-	if sync {
-		return j.sync()
 	}
 	return nil
 }
@@ -241,22 +250,69 @@ func (j *journal) unconfirmed() []utxRecord {
 // journalLocked writes n's local state and its dirty ancestors' (whose
 // entries make it reachable) to the journal (t.mu held).
 func (t *Tree) journalLocked(n *Node, sync bool) error {
+	var recs []localRecord
 	for c := n; c != nil; c = c.parent {
-		if _, dirty := t.dirty[c]; !dirty {
+		if _, dirty := t.dirty[c]; !dirty || c.journaledVer == c.ver {
 			continue
 		}
 		r, err := t.record(c)
 		if err != nil {
 			return err
 		}
-		if err := t.j.putLocal(r, false); err != nil {
-			return err
-		}
+		recs = append(recs, r)
+		c.journaledVer = c.ver
+		delete(t.jpending, c)
+	}
+	if err := t.j.putLocals(recs); err != nil {
+		return err
 	}
 	if sync {
 		return t.j.sync()
 	}
 	return nil
+}
+
+// journalDelay is how long a closed file's change waits to be journaled
+// with others.
+const journalDelay = 100 * time.Millisecond
+
+// journalLoop writes the records of nodes closed since its last round.
+func (t *Tree) journalLoop() {
+	defer t.done.Done()
+	tick := time.NewTicker(journalDelay)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+		}
+		t.journalPending()
+	}
+}
+
+// journalPending writes the records of the nodes closed since the last
+// round.
+func (t *Tree) journalPending() {
+	t.mu.Lock()
+	var recs []localRecord
+	for c := range t.jpending {
+		delete(t.jpending, c)
+		if _, dirty := t.dirty[c]; !dirty || c.journaledVer == c.ver || (c.parent == nil && c != t.root) {
+			continue
+		}
+		r, err := t.record(c)
+		if err != nil {
+			t.log.Warn("chainfs: journal", "path", c.path(), "err", err)
+			continue
+		}
+		recs = append(recs, r)
+		c.journaledVer = c.ver
+	}
+	t.mu.Unlock()
+	if err := t.j.putLocals(recs); err != nil {
+		t.log.Warn("chainfs: journal", "err", err)
+	}
 }
 
 func (t *Tree) record(n *Node) (localRecord, error) {
@@ -275,7 +331,7 @@ func (t *Tree) record(n *Node) (localRecord, error) {
 	if len(s.Content) <= chainMax {
 		return r, nil
 	}
-	if len(n.committed.Content) > 0 {
+	if worthDiff(n.committed.Content, s.Content) {
 		if d := delta.Diff(n.committed.Content, s.Content); len(d) <= chainMax {
 			r.Content, r.ContentDelta = nil, d
 			return r, nil

@@ -561,7 +561,16 @@ func (t *Tree) Flush(ino uint64) error {
 		default:
 		}
 	}
-	return t.journalLocked(n, false)
+	// Journaled within journalDelay by the journal loop, in one batch
+	// with everything else closed meanwhile: close(2) promises no
+	// durability (fsync does), and rewriting a big folder's record at
+	// every file's close would make creating files quadratic.
+	for c := n; c != nil; c = c.parent {
+		if _, dirty := t.dirty[c]; dirty {
+			t.jpending[c] = struct{}{}
+		}
+	}
+	return nil
 }
 
 // Sync is fsync(2): it returns once n's changes — and the ancestors'

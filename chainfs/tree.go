@@ -115,6 +115,8 @@ type Tree struct {
 	byAddr  map[[20]byte]*Node
 	nextIno uint64
 	dirty   map[*Node]struct{}
+	// jpending are nodes closed since the journal loop last ran.
+	jpending map[*Node]struct{}
 	// ours are the transactions this tree broadcast: notifications
 	// about them are not news.
 	ours map[[32]byte]struct{}
@@ -154,8 +156,10 @@ type Node struct {
 	// committed.
 	ownContent bool
 	ver        uint64 // bumped by every local change
-	// committedVer is the local version the last commit captured.
+	// committedVer is the local version the last commit captured;
+	// journaledVer the last one written to the journal.
 	committedVer uint64
+	journaledVer uint64
 	head         chain.UTXO
 	hasHead      bool
 	revs         []rev
@@ -164,6 +168,8 @@ type Node struct {
 	ctime        time.Time
 	// unavailable: the content is in a blob this device cannot fetch.
 	unavailable bool
+	// signer is the write key ready to sign (cached).
+	signer *wallet.Key
 	// staged is a blob holding the content of version stagedVer (large
 	// files, written when journaled; the commit reuses it).
 	staged    *blob.Ref
@@ -221,7 +227,7 @@ func Open(ctx context.Context, cfg Config) (*Tree, error) {
 	t := &Tree{
 		cfg: cfg, log: cfg.Logger, backend: cfg.Backend, wallet: cfg.Wallet,
 		byIno: map[uint64]*Node{}, byAddr: map[[20]byte]*Node{}, nextIno: RootIno,
-		dirty: map[*Node]struct{}{}, ours: map[[32]byte]struct{}{},
+		dirty: map[*Node]struct{}{}, jpending: map[*Node]struct{}{}, ours: map[[32]byte]struct{}{},
 		kick: make(chan struct{}, 1), urgentCh: make(chan struct{}, 1), resync: make(chan *Node, 1024), stop: make(chan struct{}),
 	}
 	j, err := openJournal(cfg.CacheDir, cfg.CacheKey, cfg.Logger)
@@ -243,9 +249,10 @@ func Open(ctx context.Context, cfg Config) (*Tree, error) {
 		j.close()
 		return nil, err
 	}
-	t.done.Add(2)
+	t.done.Add(3)
 	go t.commitLoop()
 	go t.syncLoop()
+	go t.journalLoop()
 	return t, nil
 }
 

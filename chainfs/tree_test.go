@@ -236,6 +236,7 @@ func sha(b []byte) []byte {
 // crash stops the tree as a kill -9 would: nothing more is committed, the
 // journal is left as it is.
 func (t *Tree) crash() {
+	t.journalPending() // what was closed long enough ago to be journaled
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()

@@ -134,6 +134,9 @@ section_fs() {
   local sspid=$!
   sleep 1
   echo "bench password" >"$tmp/pw"
+  # Like gocryptfs's ciphertext, integrity's data directory (chain, blobs,
+  # journal) lives on a tmpfs, so both compare the filesystem, not the disk.
+  mkdir -p "$tmp/idata"; mount -t tmpfs tmpfs "$tmp/idata"
   bin/integrity --data-dir "$tmp/idata" init --user fsbench --destination fsbench --secret-server http://127.0.0.1:$port \
     --code-file "$tmp/codes" --password-file "$tmp/pw" --backup-key-out "$tmp/bk" >/dev/null 2>&1
   for i in $(seq 1 "$COUNT"); do
@@ -153,6 +156,7 @@ section_fs() {
     bin/integrity --data-dir "$tmp/idata" unmount >/dev/null 2>&1
   done
   kill $sspid 2>/dev/null || true
+  unmount_retry "$tmp/idata"
   printf '  %-10s %12s %12s %12s %9s %9s\n' workload tmpfs gocryptfs integrity ratio target
   local w unit
   for w in seq-write seq-read rand-read create list delete; do

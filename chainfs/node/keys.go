@@ -1,7 +1,10 @@
 package node
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,25 +46,42 @@ func ext(k [64]byte) *hdkeychain.ExtendedKey {
 	return keyring.TreeRoot(k)
 }
 
+// derive is BIP32 hardened child derivation (CKDpriv with i ≥ 2³¹):
+// I = HMAC-SHA512(chain code, 0x00 ‖ key ‖ ser32(i)); child key =
+// parse256(I_L) + key (mod n); child chain code = I_R. Written out rather
+// than through hdkeychain, which also computes the parent's public key (an
+// elliptic-curve multiplication) for a fingerprint integrity never uses;
+// TestDeriveMatchesHDKeychain checks both agree.
 func derive(parent [64]byte, index uint32) ([64]byte, error) {
 	var out [64]byte
 	if index >= hdkeychain.HardenedKeyStart {
 		return out, fmt.Errorf("child index %d out of range", index)
 	}
-	child, err := ext(parent).Derive(hdkeychain.HardenedKeyStart + index)
-	if err != nil {
-		// ErrInvalidChild has probability < 2^-127; callers skip the index.
-		return out, fmt.Errorf("derive child %d: %w", index, err)
+	var data [37]byte
+	copy(data[1:33], parent[:32])
+	binary.BigEndian.PutUint32(data[33:], hdkeychain.HardenedKeyStart+index)
+	m := hmac.New(sha512.New, parent[32:])
+	m.Write(data[:])
+	ilr := m.Sum(nil)
+	defer keyring.Wipe(ilr)
+	keyring.Wipe(data[:])
+	var il, k btcec.ModNScalar
+	if il.SetByteSlice(ilr[:32]) {
+		return out, fmt.Errorf("derive child %d: %w", index, hdkeychain.ErrInvalidChild)
 	}
-	priv, err := child.ECPrivKey()
-	if err != nil {
-		return out, err
+	if k.SetByteSlice(parent[:32]) || k.IsZero() {
+		return out, errors.New("derive: invalid parent key")
 	}
-	b := priv.Key.Bytes()
+	il.Add(&k)
+	k.Zero()
+	if il.IsZero() {
+		return out, fmt.Errorf("derive child %d: %w", index, hdkeychain.ErrInvalidChild)
+	}
+	b := il.Bytes()
+	il.Zero()
 	copy(out[:32], b[:])
-	copy(out[32:], child.ChainCode())
+	copy(out[32:], ilr[32:])
 	keyring.Wipe(b[:])
-	child.Zero()
 	return out, nil
 }
 

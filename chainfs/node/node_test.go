@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/btcsuite/btcd/btcutil/v2/hdkeychain"
+
 	"github.com/integrity-sys/integrity/chainfs/delta"
 	"github.com/integrity-sys/integrity/keyring"
 )
@@ -222,4 +224,23 @@ func FuzzUnmarshal(f *testing.F) {
 		f := NewState(KindFile)
 		_ = f.Apply(b, [32]byte{}, nil)
 	})
+}
+
+func TestDeriveMatchesHDKeychain(t *testing.T) {
+	root := randRoot(t)
+	for _, idx := range []uint32{0, 1, 7, 1 << 20, 1<<31 - 1} {
+		got, err := derive(root, idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ext(root).Derive(hdkeychain.HardenedKeyStart + idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, _ := want.ECPrivKey()
+		b := priv.Key.Bytes()
+		if !bytes.Equal(got[:32], b[:]) || !bytes.Equal(got[32:], want.ChainCode()) {
+			t.Fatalf("index %d: derive differs from hdkeychain", idx)
+		}
+	}
 }

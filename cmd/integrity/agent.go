@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // --pprof
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +92,8 @@ func newAgentCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&a.mineInterval, "mine-interval", 0, "embedded chain: mine pending transactions this often (default: the data dir's setting, 2s)")
 	cmd.Flags().StringVar(&mf.dir, "mount", "", "also mount the System at this directory")
+	cmd.Flags().StringVar(&a.pprof, "pprof", "", "serve Go profiles on this loopback address (debugging)")
+	_ = cmd.Flags().MarkHidden("pprof")
 	mf.register(cmd)
 	return cmd
 }
@@ -115,6 +119,9 @@ func (a *app) runAgent(ctx context.Context, m *MountArgs) error {
 	}
 	log := a.logger()
 	ag := &agent{sys: sys, log: log}
+	if a.pprof != "" {
+		go func() { log.Info("pprof", "err", http.ListenAndServe(a.pprof, nil)) }()
+	}
 	// A System on this device: read the tree now, so the agent follows
 	// other devices' changes from the start.
 	if _, err := sys.Tree(ctx); err != nil && !errors.Is(err, system.ErrNotLoggedIn) {

@@ -24,6 +24,7 @@ type app struct {
 	// mineInterval overrides the embedded chain's mining interval
 	// (agent --mine-interval).
 	mineInterval time.Duration
+	pprof        string
 	out          io.Writer
 	errOut       io.Writer
 }
