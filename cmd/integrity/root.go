@@ -9,7 +9,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/config"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/rpc"
@@ -91,7 +93,7 @@ func (a *app) openSystem(ctx context.Context, agent bool) (*system.System, confi
 	if a.mineInterval > 0 {
 		run.MineInterval = config.Duration(a.mineInterval)
 	}
-	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: run, Logger: a.logger(), Agent: agent})
+	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: run, Logger: a.logger(), Agent: agent, Progress: a.progress()})
 	if err != nil {
 		return nil, d, err
 	}
@@ -137,4 +139,26 @@ func (a *app) call(ctx context.Context, method string, args, result any) error {
 	}
 	defer done()
 	return c.Call(ctx, method, args, result)
+}
+
+// progress draws the progress of a full sync of the tree on stderr when it
+// is a terminal (a new device rebuilding from the chain).
+func (a *app) progress() func(done, found int) {
+	f, ok := a.errOut.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	var bar *progressbar.ProgressBar
+	return func(done, found int) {
+		if bar == nil {
+			bar = progressbar.NewOptions(found, progressbar.OptionSetWriter(f),
+				progressbar.OptionSetDescription("reading your tree from the chain"),
+				progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+		}
+		bar.ChangeMax(found)
+		_ = bar.Set(done)
+		if done >= found {
+			_ = bar.Finish()
+		}
+	}
 }

@@ -420,6 +420,14 @@ func (s *System) authFinish(ctx context.Context, raw json.RawMessage) (any, erro
 	if err := s.adopt(id, b.User, b.Servers); err != nil {
 		return nil, err
 	}
+	if b.Op != "init" {
+		// A device that just signed on reads its whole tree now (with a
+		// progress bar when someone watches), so the first command or
+		// mount does not wait for it.
+		if _, err := s.Tree(ctx); err != nil {
+			s.log.Warn("signed on, but the tree could not be read yet", "err", err)
+		}
+	}
 	return s.whoami(), nil
 }
 
