@@ -318,6 +318,9 @@ func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first 
 			meta = append(meta, node.Op{Code: node.OpXattrDel, Name: k})
 		}
 	}
+	if !bytes.Equal(snap.Boot, base.Boot) && len(snap.Boot) > 0 {
+		meta = append(meta, node.Op{Code: node.OpBoot, Data: snap.Boot})
+	}
 	sort.SliceStable(meta, func(i, j int) bool { return meta[i].Code < meta[j].Code })
 
 	var ops []node.Op

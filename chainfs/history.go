@@ -1,6 +1,7 @@
 package chainfs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -150,4 +151,50 @@ func (t *Tree) Restore(ino uint64, rev int) error {
 	}
 	t.touch(n, true)
 	return nil
+}
+
+// SetBootloader stores a WebAssembly module as the System's bootloader: a
+// blob, named by an OpBoot commit at "/" (the paper: "broadcast as a
+// special type of transaction to the / node address"). It returns once the
+// commit is broadcast.
+func (t *Tree) SetBootloader(ctx context.Context, wasm []byte) error {
+	if t.cfg.Blobs == nil {
+		return fmt.Errorf("chainfs: no blob store for the bootloader")
+	}
+	enc, ref, err := blob.Encrypt(wasm)
+	if err != nil {
+		return err
+	}
+	if err := t.cfg.Blobs.Put(ctx, ref.Hash, bytes.NewReader(enc), int64(len(enc))); err != nil {
+		return fmt.Errorf("chainfs: store bootloader: %w", err)
+	}
+	b, err := ref.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if err := t.writable(t.root); err != nil {
+		t.mu.Unlock()
+		return err
+	}
+	t.root.mutable().Boot = b
+	t.touch(t.root, false)
+	t.mu.Unlock()
+	return t.Sync(ctx, RootIno)
+}
+
+// Bootloader returns the System's bootloader module (ENOENT if none was
+// installed).
+func (t *Tree) Bootloader(ctx context.Context) ([]byte, error) {
+	t.mu.Lock()
+	b := t.root.local.Boot
+	t.mu.Unlock()
+	if len(b) == 0 {
+		return nil, errnoOf(syscall.ENOENT, "no bootloader installed")
+	}
+	var ref blob.Ref
+	if err := ref.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	return blob.Load(ctx, t.cfg.Blobs, ref)
 }

@@ -659,3 +659,23 @@ func TestJournalLargeFiles(t *testing.T) {
 		t.Fatalf("1-byte edit of a 3 MiB file committed as %q", last.Summary)
 	}
 }
+
+func TestBootloader(t *testing.T) {
+	e := newEnv(t)
+	tr := e.open("", "a")
+	ctx := context.Background()
+	if _, err := tr.Bootloader(ctx); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("no bootloader yet: %v", err)
+	}
+	wasm := append([]byte("\x00asm\x01\x00\x00\x00"), make([]byte, 3<<20)...)
+	if err := tr.SetBootloader(ctx, wasm); err != nil {
+		t.Fatal(err)
+	}
+	closeTree(t, tr)
+	tr2 := e.open("", "b")
+	defer closeTree(t, tr2)
+	got, err := tr2.Bootloader(ctx)
+	if err != nil || !bytes.Equal(got, wasm) {
+		t.Fatalf("bootloader after rebuild: %v", err)
+	}
+}

@@ -48,6 +48,7 @@ const (
 	OpXattrSet  byte = 0x08 // name (uvarint length ‖ bytes) ‖ value
 	OpXattrDel  byte = 0x09 // name
 	OpDelete    byte = 0x0a // (empty) the node is deleted
+	OpBoot      byte = 0x0b // the bootloader (root only): a blob.Ref of a WebAssembly module
 	OpEntryNew  byte = 0x10 // a new child: name, kind, index, address
 	OpEntryLink byte = 0x11 // an existing child under a name: name, kind, address, genesis, key source
 	OpEntryDel  byte = 0x12 // name
@@ -141,7 +142,7 @@ func (b Body) Marshal() []byte {
 		case OpAttr:
 			p = binary.AppendUvarint(p, uint64(op.Mode))
 			p = binary.AppendVarint(p, op.Mtime)
-		case OpData, OpBlob, OpPatch, OpSymlink:
+		case OpData, OpBlob, OpPatch, OpSymlink, OpBoot:
 			p = append(p, op.Data...)
 		case OpTruncate:
 			p = binary.AppendUvarint(p, uint64(op.Size))
@@ -241,7 +242,7 @@ func decodeOp(code byte, payload []byte) (Op, error) {
 			op.Mode = uint32(m)
 			op.Mtime, err = r.varint()
 		}
-	case OpData, OpBlob, OpPatch:
+	case OpData, OpBlob, OpPatch, OpBoot:
 		op.Data = payload
 		return op, nil
 	case OpSymlink:

@@ -37,6 +37,8 @@ type State struct {
 	// never mixes with a new one's.
 	NextIndex uint32
 	Deleted   bool
+	// Boot is the bootloader's blob reference (the "/" node only).
+	Boot []byte
 }
 
 // Content is read-only: see Clone.
@@ -167,6 +169,15 @@ func (s *State) apply(op Op, commitTx [32]byte, nNew *uint32, load BlobLoader) e
 		delete(s.Xattrs, op.Name)
 	case OpDelete:
 		s.Deleted = true
+	case OpBoot:
+		if s.Kind != KindDir {
+			return fmt.Errorf("%w: bootloader on a %s", ErrInvalid, s.Kind)
+		}
+		var ref blob.Ref
+		if err := ref.UnmarshalBinary(op.Data); err != nil {
+			return fmt.Errorf("%w: bootloader: %v", ErrInvalid, err)
+		}
+		s.Boot = append([]byte(nil), op.Data...)
 	case OpEntryNew:
 		if err := dirOnly(); err != nil {
 			return err
