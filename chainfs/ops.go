@@ -3,7 +3,9 @@ package chainfs
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"sort"
 	"syscall"
 	"time"
 
@@ -52,7 +54,16 @@ func (t *Tree) ReadDir(dir uint64) ([]DirEntry, error) {
 		return nil, errnoOf(syscall.ENOTDIR, "%s", d.path())
 	}
 	var out []DirEntry
+	for name, c := range d.kids {
+		out = append(out, DirEntry{Name: name, Ino: c.ino, Kind: node.KindDir})
+		if !c.virtual {
+			out[len(out)-1].Kind = c.local.Kind
+		}
+	}
 	for _, e := range t.sortedEntries(d) {
+		if _, shadowed := d.kids[e.Name]; shadowed {
+			continue
+		}
 		c, err := t.childFor(d, e)
 		if err != nil {
 			t.log.Warn("chainfs: unreadable entry skipped", "dir", d.path(), "name", e.Name, "err", err)
@@ -60,6 +71,7 @@ func (t *Tree) ReadDir(dir uint64) ([]DirEntry, error) {
 		}
 		out = append(out, DirEntry{Name: e.Name, Ino: c.ino, Kind: e.Kind})
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
@@ -67,6 +79,9 @@ func (t *Tree) ReadDir(dir uint64) ([]DirEntry, error) {
 func (t *Tree) writable(n *Node) error {
 	if t.closed {
 		return errnoOf(syscall.EROFS, "tree is closed")
+	}
+	if n.virtual {
+		return errnoOf(syscall.EROFS, "%s only shows what others shared", n.path())
 	}
 	if !n.keys.HasWrite {
 		return errnoOf(syscall.EROFS, "%s is shared with you read-only", n.path())
@@ -128,6 +143,9 @@ func (t *Tree) Create(dir uint64, name string, kind node.Kind, mode uint32, targ
 		return Attr{}, fmt.Errorf("%v: %w", err, syscall.EINVAL)
 	}
 	if _, ok := d.local.Entries[name]; ok {
+		return Attr{}, errnoOf(syscall.EEXIST, "%s/%s", d.path(), name)
+	}
+	if _, ok := d.kids[name]; ok {
 		return Attr{}, errnoOf(syscall.EEXIST, "%s/%s", d.path(), name)
 	}
 	if err := t.writable(d); err != nil {
@@ -664,3 +682,66 @@ func (t *Tree) StatFS() StatFS {
 }
 
 var _ = time.Second
+
+// Rekey moves a node onto fresh keys — the way to revoke a share: a new
+// node under the same name in the same folder, with every descendant
+// re-created below it, and the old one dropped from the folder. What was
+// committed under the old keys stays readable to whoever held them; what
+// is written from now on is not. It returns the new inode.
+func (t *Tree) Rekey(ino uint64) (uint64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return 0, err
+	}
+	p := n.parent
+	if p == nil || n == t.root {
+		return 0, errnoOf(syscall.EINVAL, "cannot move / onto new keys")
+	}
+	if err := t.writable(p); err != nil {
+		return 0, err
+	}
+	if e, ok := p.local.Entries[n.name]; !ok || e.Addr != n.keys.Addr {
+		return 0, errnoOf(syscall.ENOENT, "%s", n.path())
+	}
+	fresh, err := t.allocate(p, n.name, n.local.Kind)
+	if err != nil {
+		return 0, err
+	}
+	if err := t.copyTree(fresh, n); err != nil {
+		return 0, err
+	}
+	t.detach(n)
+	t.touch(p, true)
+	return fresh.ino, nil
+}
+
+// copyTree makes dst (a node just allocated) a copy of src and of all of
+// src's descendants, each on keys of its own (t.mu held).
+func (t *Tree) copyTree(dst, src *Node) error {
+	s := dst.mutable()
+	from := src.local
+	s.Mode, s.Mtime, s.Target = from.Mode, from.Mtime, from.Target
+	s.Content = from.Content // shared, copied on the next write
+	dst.ownContent = false
+	s.Xattrs = maps.Clone(from.Xattrs)
+	if s.Xattrs == nil {
+		s.Xattrs = map[string][]byte{}
+	}
+	for _, e := range t.sortedEntries(src) {
+		c, err := t.childFor(src, e)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Name, err)
+		}
+		nc, err := t.allocate(dst, e.Name, e.Kind)
+		if err != nil {
+			return err
+		}
+		if err := t.copyTree(nc, c); err != nil {
+			return err
+		}
+	}
+	t.touch(dst, false)
+	return nil
+}

@@ -129,7 +129,25 @@ func (t *Tree) decodeCommit(keys node.Keys, tx *chain.Tx) (node.Body, bool) {
 // backend is never an empty tree.
 func (t *Tree) syncAll(ctx context.Context) error {
 	level := []*Node{t.root}
-	found, done := 1, 0
+	t.mu.Lock()
+	var walk func(n *Node)
+	walk = func(n *Node) {
+		for _, c := range n.kids {
+			if c.virtual {
+				walk(c)
+			} else {
+				level = append(level, c)
+			}
+		}
+	}
+	walk(t.root)
+	t.mu.Unlock()
+	return t.syncFrom(ctx, level)
+}
+
+// syncFrom reads nodes and everything below them from the chain.
+func (t *Tree) syncFrom(ctx context.Context, level []*Node) error {
+	found, done := len(level), 0
 	for len(level) > 0 {
 		results := make([]*replayed, len(level))
 		errs := make([]error, len(level))

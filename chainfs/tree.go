@@ -55,6 +55,10 @@ type Config struct {
 	// InlineMax is the largest content stored inline in a commit; above
 	// it content goes to a blob (default 32 KiB).
 	InlineMax int
+	// Roots are other people's nodes this tree shows (shares, published
+	// folders), each under a read-only virtual path such as
+	// shared/<from>/<name>.
+	Roots []Root
 	// Progress, if set, is told how many nodes a full sync has found and
 	// finished.
 	Progress func(done, found int)
@@ -96,6 +100,16 @@ type Revision struct {
 	Time    time.Time
 	Size    int64
 	Summary string
+}
+
+// Root is a node of someone else's tree shown in this one.
+type Root struct {
+	// Path is where it appears, e.g. ["shared", "alice", "docs"]: every
+	// element but the last is a virtual, read-only folder.
+	Path    []string
+	Keys    node.Keys
+	Kind    node.Kind
+	Genesis node.OutPoint
 }
 
 // RootIno is the inode number of "/".
@@ -174,6 +188,10 @@ type Node struct {
 	// files, written when journaled; the commit reuses it).
 	staged    *blob.Ref
 	stagedVer uint64
+	// virtual folders (shared/, public/ and below) exist only on this
+	// device: they show Roots and are never committed.
+	virtual bool
+	kids    map[string]*Node
 	// unflushed: content changed since the last close or fsync. Such a
 	// file is not committed in the background (a program still writing it
 	// would see its file committed piecemeal); Flush and Sync clear it.
@@ -237,6 +255,12 @@ func Open(ctx context.Context, cfg Config) (*Tree, error) {
 	t.j = j
 	t.root = t.newNode(nil, "", cfg.RootKeys, node.KindDir)
 	t.root.genesis = cfg.RootGenesis
+	for _, r := range cfg.Roots {
+		if _, err := t.addRoot(r); err != nil {
+			j.close()
+			return nil, err
+		}
+	}
 	if err := t.rebroadcast(ctx); err != nil {
 		j.close()
 		return nil, err
@@ -302,6 +326,14 @@ func (t *Tree) node(ino uint64) (*Node, error) {
 // child returns (creating the in-memory node if needed) the child named
 // by an entry of n's local state (t.mu held).
 func (t *Tree) child(n *Node, name string) (*Node, error) {
+	if n.kids != nil {
+		if c, ok := n.kids[name]; ok {
+			return c, nil // virtual folders shadow real entries
+		}
+		if n.virtual {
+			return nil, errnoOf(syscall.ENOENT, "%s", name)
+		}
+	}
 	e, ok := n.local.Entries[name]
 	if !ok {
 		return nil, errnoOf(syscall.ENOENT, "%s", name)
@@ -332,6 +364,9 @@ func (t *Tree) childFor(n *Node, e node.Entry) (*Node, error) {
 func (t *Tree) attr(n *Node) Attr {
 	s := n.local
 	a := Attr{Ino: n.ino, Kind: s.Kind, Mode: s.Mode, Nlink: 1, Ctime: n.ctime}
+	if n.virtual {
+		return Attr{Ino: n.ino, Kind: node.KindDir, Mode: 0o555, Nlink: uint32(2 + len(n.kids)), Size: 4096, Mtime: n.ctime, Ctime: n.ctime}
+	}
 	if n.parent == nil && n != t.root {
 		a.Nlink = 0 // removed, still open somewhere
 	}
@@ -455,5 +490,84 @@ func (t *Tree) Forget(ino uint64) {
 	delete(t.byIno, ino)
 	if t.byAddr[n.keys.Addr] == n {
 		delete(t.byAddr, n.keys.Addr)
+	}
+}
+
+// addRoot creates the virtual folders of r.Path and the foreign node at its
+// end (t.mu held, or during Open).
+func (t *Tree) addRoot(r Root) (*Node, error) {
+	if len(r.Path) < 2 {
+		return nil, fmt.Errorf("chainfs: root path %v: want at least a folder and a name", r.Path)
+	}
+	for _, p := range r.Path {
+		if err := node.ValidName(p); err != nil {
+			return nil, fmt.Errorf("chainfs: root path %v: %w", r.Path, err)
+		}
+	}
+	dir := t.root
+	for _, p := range r.Path[:len(r.Path)-1] {
+		if dir.kids == nil {
+			dir.kids = map[string]*Node{}
+		}
+		v, ok := dir.kids[p]
+		if !ok {
+			v = &Node{ino: t.nextIno, parent: dir, name: p, virtual: true, kids: map[string]*Node{}, ctime: t.cfg.Now()}
+			v.committed = node.NewState(node.KindDir)
+			v.local = v.committed
+			t.nextIno++
+			t.byIno[v.ino] = v
+			dir.kids[p] = v
+		}
+		if !v.virtual {
+			return nil, fmt.Errorf("chainfs: root path %v crosses a shared folder", r.Path)
+		}
+		dir = v
+	}
+	name := r.Path[len(r.Path)-1]
+	if old, ok := dir.kids[name]; ok {
+		if old.keys.Addr == r.Keys.Addr && old.keys.HasWrite == r.Keys.HasWrite {
+			return old, nil
+		}
+		t.dropRoot(old)
+	}
+	if c, ok := t.byAddr[r.Keys.Addr]; ok && c.parent != nil {
+		// Already in the tree (our own node, shared back to us).
+		return c, nil
+	}
+	n := t.newNode(dir, name, r.Keys, r.Kind)
+	n.genesis = r.Genesis
+	dir.kids[name] = n
+	return n, nil
+}
+
+func (t *Tree) dropRoot(n *Node) {
+	if p := n.parent; p != nil && p.kids != nil {
+		delete(p.kids, n.name)
+	}
+	t.detach(n)
+}
+
+// AddRoot shows someone else's node (a share, a published folder) at
+// r.Path and reads it from the chain. It returns its inode.
+func (t *Tree) AddRoot(ctx context.Context, r Root) (uint64, error) {
+	t.mu.Lock()
+	n, err := t.addRoot(r)
+	t.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if err := t.syncFrom(ctx, []*Node{n}); err != nil {
+		return 0, err
+	}
+	return n.ino, nil
+}
+
+// RemoveRoot stops showing the root at path (a revoked share).
+func (t *Tree) RemoveRoot(path []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.resolve("/" + strings.Join(path, "/"))
+	if err == nil && n.parent != nil && n.parent.virtual {
+		t.dropRoot(n)
 	}
 }

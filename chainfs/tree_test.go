@@ -679,3 +679,105 @@ func TestBootloader(t *testing.T) {
 		t.Fatalf("bootloader after rebuild: %v", err)
 	}
 }
+
+// TestRootsAndRekey: another user's folder shown under a virtual path
+// (read-only when shared so), and a folder moved onto fresh keys: the old
+// keys read nothing written afterwards.
+func TestRootsAndRekey(t *testing.T) {
+	alice := newEnv(t)
+	a := alice.open("", "alice")
+	mkdir(t, a, "/docs")
+	writeFile(t, a, "/docs/one.txt", []byte("one"))
+	syncAll(t, a)
+	a.mu.Lock()
+	docs, _ := a.resolve("/docs")
+	keys, genesis := docs.keys, docs.genesis
+	a.mu.Unlock()
+
+	// Bob's tree on the same chain shows Alice's /docs read-only.
+	bob := &env{t: t, backend: alice.backend, wallet: alice.wallet, blobs: alice.blobs, key: alice.key}
+	var r, w [64]byte
+	_, _ = rand.Read(r[:])
+	_, _ = rand.Read(w[:])
+	bob.root, _ = node.RootKeys(r, w)
+	tx, _, err := alice.wallet.Pay(context.Background(), []wallet.Output{{PkScript: p2pkh(bob.root.Addr), Value: 10_000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.genesis = node.OutPoint{TxID: tx.TxHash(), Index: 0}
+	b := bob.open("", "bob")
+	defer closeTree(t, b)
+	ctx := context.Background()
+	if _, err := b.AddRoot(ctx, Root{Path: []string{"shared", "alice", "docs"}, Keys: keys.ReadOnly(), Kind: node.KindDir, Genesis: genesis}); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(readFile(t, b, "/shared/alice/docs/one.txt")); got != "one" {
+		t.Fatalf("shared file: %q", got)
+	}
+	sd, _ := b.Resolve("/shared/alice/docs")
+	if _, err := b.Create(sd, "mine.txt", node.KindFile, 0o644, ""); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("write into a read-only share: %v", err)
+	}
+	v, _ := b.Resolve("/shared")
+	if _, err := b.Create(v, "x", node.KindDir, 0o755, ""); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("create in the virtual folder: %v", err)
+	}
+	// Alice adds a file: Bob sees it.
+	writeFile(t, a, "/docs/two.txt", []byte("two"))
+	syncAll(t, a)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ino, err := b.Resolve("/shared/alice/docs/two.txt"); err == nil {
+			if at, _ := b.GetAttr(ino); at.Size == 3 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Alice's new file did not reach Bob's view")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Alice revokes: /docs moves onto fresh keys; what she writes next is
+	// not readable with the old keys.
+	if _, err := a.Rekey(mustResolve(t, a, "/docs")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, a, "/docs/three.txt", []byte("after revocation"))
+	syncAll(t, a)
+	if got := string(readFile(t, a, "/docs/one.txt")); got != "one" {
+		t.Fatalf("rekeyed folder lost content: %q", got)
+	}
+	a.mu.Lock()
+	newDocs, _ := a.resolve("/docs")
+	three, _ := a.resolve("/docs/three.txt")
+	newAddr, threeKeys := newDocs.keys.Addr, three.keys
+	a.mu.Unlock()
+	if newAddr == keys.Addr {
+		t.Fatal("rekey kept the address")
+	}
+	// The old read key derives nothing that opens the new commits.
+	for i := uint32(0); i < 8; i++ {
+		c, _ := keys.ReadOnly().Child(i, threeKeys.Addr)
+		if c.Read == threeKeys.Read {
+			t.Fatal("old keys derive the new file's read key")
+		}
+	}
+	r2, err := b.fetch(ctx, keys.ReadOnly(), node.KindDir, genesis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r2.state.Entries["three.txt"]; ok {
+		t.Fatal("the revoked folder shows a file written after revocation")
+	}
+	closeTree(t, a)
+}
+
+func mustResolve(t *testing.T, tr *Tree, p string) uint64 {
+	t.Helper()
+	ino, err := tr.Resolve(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ino
+}
