@@ -781,3 +781,65 @@ func mustResolve(t *testing.T, tr *Tree, p string) uint64 {
 	}
 	return ino
 }
+
+// TestEscalationAttack: Bob holds read access to /a and write access to
+// /a/b. He cannot commit to /a: a transaction spending /a's head signed
+// with any key he has is refused by the chain, and a commit sealed with
+// /a's read key that he pays to /a's address is not a commit of /a.
+func TestEscalationAttack(t *testing.T) {
+	e := newEnv(t)
+	tr := e.open("", "alice")
+	mkdir(t, tr, "/a")
+	mkdir(t, tr, "/a/b")
+	writeFile(t, tr, "/a/f.txt", []byte("alice's"))
+	syncAll(t, tr)
+	want := listing(t, tr)
+	tr.mu.Lock()
+	an, _ := tr.resolve("/a")
+	bn, _ := tr.resolve("/a/b")
+	aKeys, bKeys, aHead := an.keys, bn.keys, an.head
+	tr.mu.Unlock()
+	closeTree(t, tr)
+
+	bobRead := aKeys.ReadOnly() // read access to /a
+	bobWrite := bKeys           // write access to /a/b
+	if bobRead.HasWrite {
+		t.Fatal("read-only keys carry a write key")
+	}
+	// Nothing Bob can derive is /a's write key.
+	cands := []node.Keys{bobWrite}
+	for i := uint32(0); i < 32; i++ {
+		c, _ := bobWrite.Child(i, [20]byte{})
+		cands = append(cands, c)
+	}
+	for _, c := range cands {
+		if c.Write == aKeys.Write || c.Addr == aKeys.Addr {
+			t.Fatal("a key derived from /a/b is /a's")
+		}
+	}
+	// A commit to /a signed with /a/b's key: the chain refuses it.
+	evil := node.Body{Ops: []node.Op{{Code: node.OpEntryNew, Entry: node.Entry{Name: "evil", Kind: node.KindFile, Index: 99, Addr: bobWrite.Addr}}}}
+	sealed, _ := node.SealBody(bobRead, evil)
+	script, _ := envelope.Encode(envelope.TypeNodeCommit, sealed)
+	priv, _ := bobWrite.WritePriv()
+	signer, _ := wallet.NewKey(priv, e.backend.Params())
+	forgedHead := aHead
+	forgedHead.PkScript = signer.PkScript() // sign as if the head were his
+	tx, _, err := signer.Commit([]chain.UTXO{forgedHead}, script, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.backend.Broadcast(context.Background(), tx); !errors.Is(err, chain.ErrRejected) {
+		t.Fatalf("spending /a's head with /a/b's key: %v, want ErrRejected", err)
+	}
+	// The same commit paid to /a's address from Bob's own coins.
+	newAttacker(t, e).pay(context.Background(), script, p2pkh(aKeys.Addr))
+	if _, err := e.backend.Mine(context.Background(), 1, e.wallet.Address()); err != nil {
+		t.Fatal(err)
+	}
+	tr2 := e.open("", "check")
+	defer closeTree(t, tr2)
+	if got := listing(t, tr2); got != want {
+		t.Fatalf("Bob changed /a:\n%s\nwant:\n%s", got, want)
+	}
+}

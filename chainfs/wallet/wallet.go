@@ -209,7 +209,7 @@ func (w *Wallet) pay(ctx context.Context, outs []Output) (*wire.MsgTx, []chain.U
 	var want int64
 	txOuts := make([]*wire.TxOut, 0, len(outs))
 	for _, o := range outs {
-		if o.Value < DustLimit {
+		if o.Value < DustLimit && !(o.Value == 0 && len(o.PkScript) > 0 && o.PkScript[0] == txscript.OP_RETURN) {
 			return nil, nil, fmt.Errorf("wallet: output of %d sat is below the dust limit", o.Value)
 		}
 		want += o.Value

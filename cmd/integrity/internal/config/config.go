@@ -49,6 +49,10 @@ type Settings struct {
 	SecretServers []string `json:"secret_servers,omitempty"`
 	// Device names this device in conflict copies (default: hostname).
 	Device string `json:"device,omitempty"`
+	// Contacts name other users' primary public keys (hex).
+	Contacts map[string]string `json:"contacts,omitempty"`
+	// Public are the published folders (addresses) this device opened.
+	Public []string `json:"public,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "2s" in JSON.

@@ -586,6 +586,9 @@ func (s *System) authLogout(ctx context.Context, _ json.RawMessage) (any, error)
 	s.mu.Lock()
 	t := s.tree
 	s.tree = nil
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	s.mu.Unlock()
 	if t != nil {
 		// Commit what is pending first: after logout this device cannot.

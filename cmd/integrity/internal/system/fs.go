@@ -27,18 +27,21 @@ import (
 // go through `integrity get` (the agent writes the local file).
 const MaxCat = 64 << 20
 
-// Tree returns the open tree, opening it (a full sync from the chain) on
-// first use.
+// Tree returns the open tree, opening it (a full sync from the chain,
+// with the folders others shared with us) on first use.
 func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
+	s.treeMu.Lock() // one opening at a time; s.mu stays free meanwhile
+	defer s.treeMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tree != nil {
-		return s.tree, nil
+	t, id := s.tree, s.id
+	device := s.opts.Settings.Device
+	s.mu.Unlock()
+	if t != nil {
+		return t, nil
 	}
-	if s.id == nil {
+	if id == nil {
 		return nil, ErrNotLoggedIn
 	}
-	id := s.id
 	rk, err := node.RootKeys(id.ReadRoot, id.WriteRoot)
 	if err != nil {
 		return nil, err
@@ -47,22 +50,30 @@ func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	device := s.opts.Settings.Device
 	if device == "" {
 		if h, err := os.Hostname(); err == nil {
 			device = h
 		}
 	}
-	t, err := chainfs.Open(ctx, chainfs.Config{
+	inbox, err := s.readInbox(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roots := append(s.roots(inbox), s.publicRoots(ctx)...)
+	t, err = chainfs.Open(ctx, chainfs.Config{
 		Backend: s.backend, Wallet: s.wallet, RootKeys: rk,
 		RootGenesis: node.OutPoint{TxID: id.RootGenesis.TxID, Index: id.RootGenesis.Index},
 		CacheDir:    s.opts.Dir.CacheDir(), CacheKey: cacheKey(id.Primary), Blobs: blobs,
-		Device: device, Logger: s.log, Progress: s.opts.Progress,
+		Device: device, Logger: s.log, Progress: s.opts.Progress, Roots: roots,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.tree = t
+	wctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.tree, s.stopWatch = t, cancel
+	s.mu.Unlock()
+	go s.watchInbox(wctx, t)
 	return t, nil
 }
 

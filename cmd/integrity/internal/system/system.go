@@ -55,6 +55,10 @@ type System struct {
 	id    *keyring.Identity // nil until init/login
 	flows map[string]*flow  // account operations waiting for codes
 	tree  *chainfs.Tree     // opened on first use
+	// treeMu serialises opening the tree; stopWatch ends the inbox
+	// watcher.
+	treeMu    sync.Mutex
+	stopWatch context.CancelFunc
 }
 
 // Open opens the chain backend and wallet of a data directory.
@@ -152,6 +156,9 @@ func (s *System) Close() error {
 	s.mu.Lock()
 	t := s.tree
 	s.tree = nil
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
 	s.mu.Unlock()
 	if t != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -185,6 +192,7 @@ func Codes() *rpc.Codes {
 	c.Register("not_logged_in", ErrNotLoggedIn)
 	c.Register("logged_in", ErrLoggedIn)
 	c.Register("no_funds", ErrNoFunds)
+	c.Register("unknown_recipient", ErrUnknownRecipient)
 	c.Register("no_system", keyring.ErrNoSystem)
 	c.Register("wrong_factors", keyring.ErrWrongFactors)
 	c.Register("backup_replaced", keyring.ErrBackupReplaced)
@@ -212,6 +220,9 @@ func (s *System) Handlers() rpc.Handlers {
 		h[k] = v
 	}
 	for k, v := range s.fsHandlers() {
+		h[k] = v
+	}
+	for k, v := range s.shareHandlers() {
 		h[k] = v
 	}
 	return h
