@@ -101,7 +101,7 @@ func (n *Node) mutable() *node.State {
 	return n.local
 }
 
-// ownContent makes n.local.Content n's own buffer (t.mu held).
+// mutableContent makes n.local.Content n's own buffer (t.mu held).
 func (n *Node) mutableContent() []byte {
 	s := n.mutable()
 	if !n.ownContent {
@@ -169,6 +169,17 @@ func (t *Tree) Create(dir uint64, name string, kind node.Kind, mode uint32, targ
 // allocate adds a new native child to d's local entries: the next child
 // index of d's key trees (t.mu held).
 func (t *Tree) allocate(d *Node, name string, kind node.Kind) (*Node, error) {
+	idx, keys := t.nextChild(d)
+	d.mutable().Entries[name] = node.Entry{Name: name, Kind: kind, Addr: keys.Addr, Native: true, Index: idx}
+	c := t.newNode(d, name, keys, kind)
+	// A node with no commits has an empty committed state; its first
+	// commit creates it on chain.
+	c.local = c.committed.Clone()
+	return c, nil
+}
+
+// nextChild takes d's next usable child index and its keys (t.mu held).
+func (t *Tree) nextChild(d *Node) (uint32, node.Keys) {
 	s := d.mutable()
 	for {
 		idx := s.NextIndex
@@ -182,13 +193,7 @@ func (t *Tree) allocate(d *Node, name string, kind node.Kind) (*Node, error) {
 		if _, taken := t.byAddr[keys.Addr]; taken {
 			continue
 		}
-		e := node.Entry{Name: name, Kind: kind, Addr: keys.Addr, Native: true, Index: idx}
-		s.Entries[name] = e
-		c := t.newNode(d, name, keys, kind)
-		// A node with no commits has an empty committed state; its first
-		// commit creates it on chain.
-		c.local = c.committed.Clone()
-		return c, nil
+		return idx, keys
 	}
 }
 
@@ -341,33 +346,22 @@ func (d *Node) allocated(e node.Entry) bool {
 // rekey gives a node that was never committed (nor any of its children)
 // fresh keys under its new parent; its inode stays (t.mu held).
 func (t *Tree) rekey(nd, c *Node, name string) node.Entry {
-	s := nd.mutable()
-	for {
-		idx := s.NextIndex
-		s.NextIndex++
-		keys, err := nd.keys.Child(idx, [20]byte{})
-		if err != nil || !addrsafe.Queryable(keys.Addr[:]) {
-			continue
+	idx, keys := t.nextChild(nd)
+	delete(t.byAddr, c.keys.Addr)
+	c.keys = keys
+	t.byAddr[keys.Addr] = c
+	// Its children were allocated by it, so they move with it.
+	cs := c.mutable()
+	cs.NextIndex = 0
+	old := cs.Entries
+	cs.Entries = map[string]node.Entry{}
+	for n2, e2 := range old {
+		if gc, ok := t.byAddr[e2.Addr]; ok {
+			cs.Entries[n2] = t.rekey(c, gc, n2)
 		}
-		if _, taken := t.byAddr[keys.Addr]; taken {
-			continue
-		}
-		delete(t.byAddr, c.keys.Addr)
-		c.keys = keys
-		t.byAddr[keys.Addr] = c
-		// Its children were allocated by it, so they move with it.
-		cs := c.mutable()
-		cs.NextIndex = 0
-		old := cs.Entries
-		cs.Entries = map[string]node.Entry{}
-		for n2, e2 := range old {
-			if gc, ok := t.byAddr[e2.Addr]; ok {
-				cs.Entries[n2] = t.rekey(c, gc, n2)
-			}
-		}
-		t.touch(c, false)
-		return node.Entry{Name: name, Kind: c.local.Kind, Addr: keys.Addr, Native: true, Index: idx}
 	}
+	t.touch(c, false)
+	return node.Entry{Name: name, Kind: c.local.Kind, Addr: keys.Addr, Native: true, Index: idx}
 }
 
 // ReadLink returns a symlink's target.

@@ -179,20 +179,9 @@ func TestTwoSecretServersAndForgedBootstrap(t *testing.T) {
 func forgeBootstrap(t *testing.T, chainURL, presAddr string) {
 	t.Helper()
 	ctx := context.Background()
-	be, err := btcdrpc.Dial(ctx, chainURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
 	seed := make([]byte, 32)
 	seed[0] = 7
-	w, err := wallet.New(seed, be, wallet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := be.Mine(ctx, int(be.Params().CoinbaseMaturity)+1, w.Address()); err != nil {
-		t.Fatal(err)
-	}
+	be, w := strangerWallet(t, chainURL, seed)
 	to, err := address.DecodeAddress(presAddr, be.Params())
 	if err != nil {
 		t.Fatal(err)
@@ -243,4 +232,24 @@ func forgeBootstrap(t *testing.T, chainURL, presAddr string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// strangerWallet is an attacker's own wallet on the test chain, funded by
+// mining to it; the backend closes when the test ends.
+func strangerWallet(t *testing.T, chainURL string, seed []byte) (*btcdrpc.Client, *wallet.Wallet) {
+	t.Helper()
+	ctx := context.Background()
+	be, err := btcdrpc.Dial(ctx, chainURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	w, err := wallet.New(seed, be, wallet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Mine(ctx, int(be.Params().CoinbaseMaturity)+1, w.Address()); err != nil {
+		t.Fatal(err)
+	}
+	return be, w
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/btcsuite/btcd/address/v2"
 
-	"github.com/integrity-sys/integrity/chainfs/chain/btcdrpc"
 	"github.com/integrity-sys/integrity/chainfs/share"
 	"github.com/integrity-sys/integrity/chainfs/wallet"
 	"github.com/integrity-sys/integrity/internal/e2e"
@@ -156,20 +155,9 @@ func must(t *testing.T, err error) {
 func attackInbox(t *testing.T, chainURL, bobPubHex string) {
 	t.Helper()
 	ctx := context.Background()
-	be, err := btcdrpc.Dial(ctx, chainURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
 	seed := make([]byte, 32)
 	seed[0] = 0x42
-	w, err := wallet.New(seed, be, wallet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := be.Mine(ctx, int(be.Params().CoinbaseMaturity)+1, w.Address()); err != nil {
-		t.Fatal(err)
-	}
+	be, w := strangerWallet(t, chainURL, seed)
 	pub, err := hex.DecodeString(bobPubHex)
 	if err != nil {
 		t.Fatal(err)

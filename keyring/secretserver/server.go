@@ -389,6 +389,16 @@ func (s *Server) loadUser(uk [32]byte, user string, now time.Time) (*record, err
 	return rec, nil
 }
 
+// knownUser is loadUser for requests about an existing enrolment: a
+// missing or expired one is errUnknownUser.
+func (s *Server) knownUser(uk [32]byte, user string, now time.Time) (*record, error) {
+	rec, err := s.loadUser(uk, user, now)
+	if errors.Is(err, errNotFound) {
+		return nil, errUnknownUser
+	}
+	return rec, err
+}
+
 func (s *Server) handleEnrol(r *http.Request) (int, any, error) {
 	var req enrolRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
@@ -506,10 +516,7 @@ func (s *Server) handleConfirm(r *http.Request) (int, any, error) {
 	uk := s.keys.userKey(user)
 	defer s.lockUser(uk)()
 	now := s.now()
-	rec, err := s.loadUser(uk, user, now)
-	if errors.Is(err, errNotFound) {
-		return 0, nil, errUnknownUser
-	}
+	rec, err := s.knownUser(uk, user, now)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -545,10 +552,7 @@ func (s *Server) handleChallenge(r *http.Request) (int, any, error) {
 	uk := s.keys.userKey(user)
 	defer s.lockUser(uk)()
 	now := s.now()
-	rec, err := s.loadUser(uk, user, now)
-	if errors.Is(err, errNotFound) {
-		return 0, nil, errUnknownUser
-	}
+	rec, err := s.knownUser(uk, user, now)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -597,10 +601,7 @@ func (s *Server) handleVerify(r *http.Request) (int, any, error) {
 	uk := s.keys.userKey(user)
 	defer s.lockUser(uk)()
 	now := s.now()
-	rec, err := s.loadUser(uk, user, now)
-	if errors.Is(err, errNotFound) {
-		return 0, nil, errUnknownUser
-	}
+	rec, err := s.knownUser(uk, user, now)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/integrity-sys/integrity/chainfs/chain"
 	"github.com/integrity-sys/integrity/chainfs/chain/chaintest"
 	"github.com/integrity-sys/integrity/chainfs/wallet"
+	"github.com/integrity-sys/integrity/internal/e2e"
 )
 
 func TestContract(t *testing.T) {
@@ -272,7 +273,7 @@ func mustScript(t *testing.T, a address.Address) []byte {
 }
 
 func TestUnreachable(t *testing.T) {
-	port := freePort(t)
+	port := e2e.FreePort(t)
 	u := "btcd://user:sekrit@127.0.0.1:" + strconv.Itoa(port) + "?net=simnet"
 	for _, transport := range []string{"auto", "post"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

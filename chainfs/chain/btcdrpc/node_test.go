@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/integrity-sys/integrity/internal/e2e"
 )
 
 // testNode is a btcd started by scripts/btcd.sh.
@@ -53,25 +55,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// repoRoot is the module root, where scripts/ and .cache/ live.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
 // findBtcd checks that btcd is where scripts/btcd.sh looks for it.
 func findBtcd(root string) error {
 	if b := os.Getenv("BTCD"); b != "" {
@@ -90,28 +73,18 @@ func findBtcd(root string) error {
 		"`GOBIN=$PWD/.cache/bin go install github.com/btcsuite/btcd@v0.26.2`), or set BTCD=/path/to/btcd")
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startNodeWith starts a simnet btcd through scripts/btcd.sh. It does not
 // register cleanup; callers stop it.
 func startNodeWith(t testing.TB, o nodeOpts) (*testNode, error) {
-	root := repoRoot(t)
+	root := e2e.RepoRoot(t)
 	if err := findBtcd(root); err != nil {
 		return nil, err
 	}
 	if o.rpc == 0 {
-		o.rpc = freePort(t)
+		o.rpc = e2e.FreePort(t)
 	}
 	if o.p2p == 0 {
-		o.p2p = freePort(t)
+		o.p2p = e2e.FreePort(t)
 	}
 	args := []string{filepath.Join(root, "scripts/btcd.sh"), "start",
 		"--datadir", o.dir, "--rpcport", strconv.Itoa(o.rpc), "--p2pport", strconv.Itoa(o.p2p),

@@ -88,16 +88,16 @@ func cacheKey(primary keyring.Key) keyring.Key {
 
 func (s *System) fsHandlers() map[string]func(context.Context, json.RawMessage) (any, error) {
 	return map[string]func(context.Context, json.RawMessage) (any, error){
-		"fs.ls":      s.fsLs,
-		"fs.stat":    s.fsStat,
-		"fs.cat":     s.fsCat,
-		"fs.get":     s.fsGet,
-		"fs.put":     s.fsPut,
-		"fs.mkdir":   s.fsMkdir,
-		"fs.rm":      s.fsRm,
-		"fs.mv":      s.fsMv,
-		"fs.log":     s.fsLog,
-		"fs.restore": s.fsRestore,
+		"fs.ls":      typed(s.fsLs),
+		"fs.stat":    typed(s.fsStat),
+		"fs.cat":     typed(s.fsCat),
+		"fs.get":     typed(s.fsGet),
+		"fs.put":     typed(s.fsPut),
+		"fs.mkdir":   typed(s.fsMkdir),
+		"fs.rm":      typed(s.fsRm),
+		"fs.mv":      typed(s.fsMv),
+		"fs.log":     typed(s.fsLog),
+		"fs.restore": typed(s.fsRestore),
 		"fs.sync":    s.fsSync,
 		"fs.status":  s.fsStatus,
 	}
@@ -131,6 +131,17 @@ func parse[T any](raw json.RawMessage) (T, error) {
 	return v, nil
 }
 
+// typed adapts a handler taking decoded arguments to the RPC handler shape.
+func typed[T any](f func(context.Context, T) (any, error)) func(context.Context, json.RawMessage) (any, error) {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		a, err := parse[T](raw)
+		if err != nil {
+			return nil, err
+		}
+		return f(ctx, a)
+	}
+}
+
 // clean makes an absolute, clean System path.
 func clean(p string) string { return path.Clean("/" + p) }
 
@@ -150,11 +161,7 @@ func info(name string, a chainfs.Attr) FileInfo {
 	return FileInfo{Name: name, Kind: a.Kind.String(), Mode: a.Mode, Size: a.Size, Mtime: a.Mtime}
 }
 
-func (s *System) fsStat(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsStat(ctx context.Context, a PathArgs) (any, error) {
 	t, ino, err := s.resolve(ctx, a.Path)
 	if err != nil {
 		return nil, err
@@ -166,11 +173,7 @@ func (s *System) fsStat(ctx context.Context, raw json.RawMessage) (any, error) {
 	return info(path.Base(clean(a.Path)), at), nil
 }
 
-func (s *System) fsLs(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsLs(ctx context.Context, a PathArgs) (any, error) {
 	t, ino, err := s.resolve(ctx, a.Path)
 	if err != nil {
 		return nil, err
@@ -226,11 +229,7 @@ func (s *System) content(ctx context.Context, a PathArgs) ([]byte, error) {
 	return buf[:n], err
 }
 
-func (s *System) fsCat(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsCat(ctx context.Context, a PathArgs) (any, error) {
 	data, err := s.content(ctx, a)
 	if err != nil {
 		return nil, err
@@ -241,11 +240,7 @@ func (s *System) fsCat(ctx context.Context, raw json.RawMessage) (any, error) {
 	return CatResult{Data: data}, nil
 }
 
-func (s *System) fsGet(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsGet(ctx context.Context, a PathArgs) (any, error) {
 	if a.Recursive {
 		return s.getTree(ctx, a)
 	}
@@ -282,11 +277,7 @@ func mkdirAll(t *chainfs.Tree, p string) (uint64, error) {
 	return ino, nil
 }
 
-func (s *System) fsMkdir(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsMkdir(ctx context.Context, a PathArgs) (any, error) {
 	t, err := s.Tree(ctx)
 	if err != nil {
 		return nil, err
@@ -308,11 +299,7 @@ func (s *System) fsMkdir(ctx context.Context, raw json.RawMessage) (any, error) 
 	return struct{}{}, t.SyncAll(ctx)
 }
 
-func (s *System) fsPut(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsPut(ctx context.Context, a PathArgs) (any, error) {
 	if a.Recursive {
 		return s.putTree(ctx, a)
 	}
@@ -367,11 +354,7 @@ func (s *System) fsPut(ctx context.Context, raw json.RawMessage) (any, error) {
 	return info(path.Base(p), at), nil
 }
 
-func (s *System) fsRm(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsRm(ctx context.Context, a PathArgs) (any, error) {
 	t, ino, err := s.resolve(ctx, a.Path)
 	if err != nil {
 		return nil, err
@@ -423,11 +406,7 @@ func rmTree(t *chainfs.Tree, dir uint64) error {
 	return nil
 }
 
-func (s *System) fsMv(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsMv(ctx context.Context, a PathArgs) (any, error) {
 	t, err := s.Tree(ctx)
 	if err != nil {
 		return nil, err
@@ -462,11 +441,7 @@ type LogEntry struct {
 	Summary string    `json:"summary"`
 }
 
-func (s *System) fsLog(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsLog(ctx context.Context, a PathArgs) (any, error) {
 	t, ino, err := s.resolve(ctx, a.Path)
 	if err != nil {
 		return nil, err
@@ -482,11 +457,7 @@ func (s *System) fsLog(ctx context.Context, raw json.RawMessage) (any, error) {
 	return out, nil
 }
 
-func (s *System) fsRestore(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[PathArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) fsRestore(ctx context.Context, a PathArgs) (any, error) {
 	t, ino, err := s.resolve(ctx, a.Path)
 	if err != nil {
 		return nil, err

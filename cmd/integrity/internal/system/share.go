@@ -28,10 +28,10 @@ var ErrUnknownRecipient = errors.New("unknown recipient")
 
 func (s *System) shareHandlers() map[string]func(context.Context, json.RawMessage) (any, error) {
 	return map[string]func(context.Context, json.RawMessage) (any, error){
-		"share.share":   s.shareShare,
-		"share.unshare": s.shareUnshare,
-		"share.publish": s.sharePublish,
-		"share.open":    s.shareOpen,
+		"share.share":   typed(s.shareShare),
+		"share.unshare": typed(s.shareUnshare),
+		"share.publish": typed(s.sharePublish),
+		"share.open":    typed(s.shareOpen),
 		"share.list":    s.shareList,
 		"contacts.add":  s.contactsAdd,
 		"contacts.ls":   s.contactsLs,
@@ -328,11 +328,7 @@ func paysScript(ev chain.Event, pk []byte) bool {
 	return false
 }
 
-func (s *System) shareShare(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[ShareArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) shareShare(ctx context.Context, a ShareArgs) (any, error) {
 	to, toName, err := s.resolveRecipient(a.To)
 	if err != nil {
 		return nil, err
@@ -403,11 +399,7 @@ func (s *System) shareList(ctx context.Context, _ json.RawMessage) (any, error) 
 	return l, nil
 }
 
-func (s *System) sharePublish(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[ShareArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) sharePublish(ctx context.Context, a ShareArgs) (any, error) {
 	t, ino, err := s.resolve(ctx, a.Path)
 	if err != nil {
 		return nil, err
@@ -438,11 +430,7 @@ func (s *System) sharePublish(ctx context.Context, raw json.RawMessage) (any, er
 	}{mustAddr(g.Addr, s.backend).EncodeAddress()}, nil
 }
 
-func (s *System) shareOpen(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[ShareArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) shareOpen(ctx context.Context, a ShareArgs) (any, error) {
 	t, err := s.Tree(ctx)
 	if err != nil {
 		return nil, err
@@ -474,11 +462,7 @@ func (s *System) shareOpen(ctx context.Context, raw json.RawMessage) (any, error
 
 // shareUnshare revokes a recipient: the folder moves onto fresh keys, the
 // remaining recipients get the new keys, the revoked one a notice.
-func (s *System) shareUnshare(ctx context.Context, raw json.RawMessage) (any, error) {
-	a, err := parse[ShareArgs](raw)
-	if err != nil {
-		return nil, err
-	}
+func (s *System) shareUnshare(ctx context.Context, a ShareArgs) (any, error) {
 	revoked, revokedName, err := s.resolveRecipient(a.To)
 	if err != nil {
 		return nil, err
