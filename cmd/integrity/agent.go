@@ -198,7 +198,21 @@ func (ag *agent) start(ctx context.Context, m MountArgs) error {
 	}
 	ag.mount, ag.margs = s, m
 	ag.log.Info("mounted", "dir", m.Dir, "method", s.Method(), "allow_other", m.AllowOther, "ro", m.ReadOnly)
+	go ag.watchMount(s)
 	return nil
+}
+
+// watchMount forgets a mount that went away without the agent (fusermount3
+// -u, umount -l): status then says so, and shutting down does not retry
+// unmounting it.
+func (ag *agent) watchMount(s *fuse.Server) {
+	s.Wait()
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	if ag.mount == s {
+		ag.mount = nil
+		ag.log.Warn("the mount was removed from outside the agent", "dir", s.Dir())
+	}
 }
 
 func (ag *agent) unmount() error {

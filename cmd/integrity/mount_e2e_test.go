@@ -355,3 +355,32 @@ func TestOutOfMoney(t *testing.T) {
 		t.Fatalf("device A reads %q", got)
 	}
 }
+
+// TestUnmountFromOutside: a mount removed behind the agent's back
+// (fusermount3 -u) is noticed — status says so, the agent stops promptly
+// and mounting again works — and nothing written before is lost.
+func TestUnmountFromOutside(t *testing.T) {
+	ss := e2e.StartSecretServer(t)
+	d := e2e.NewDevice(t, "")
+	newSystem(t, d, ss, "ivan@example.com")
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	mountAt(t, d, mnt)
+	if err := os.WriteFile(filepath.Join(mnt, "kept.txt"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.OK("status"), "not mounted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("status after an outside unmount:\n%s", d.OK("status"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.OK("mount", mnt)
+	got, err := os.ReadFile(filepath.Join(mnt, "kept.txt"))
+	if err != nil || string(got) != "kept" {
+		t.Fatalf("after mounting again: %q, %v", got, err)
+	}
+}
