@@ -125,10 +125,6 @@ func (t *Tree) commitNode(ctx context.Context, n *Node) (bool, error) {
 	ver := n.ver
 	base := n.committed
 	snap := n.local.Clone()
-	var staged *blob.Ref
-	if n.staged != nil && n.stagedVer == ver {
-		staged = n.staged
-	}
 	n.ownContent = false // later writes copy: snap may share the buffer
 	first := len(n.revs) == 0
 	keys := n.keys
@@ -147,7 +143,7 @@ func (t *Tree) commitNode(ctx context.Context, n *Node) (bool, error) {
 	n.committing = true
 	t.mu.Unlock()
 
-	committed, err := t.commitState(ctx, n, keys, base, snap, first, head, staged)
+	committed, err := t.commitState(ctx, n, keys, base, snap, first, head, ver)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n.committing = false
@@ -214,8 +210,8 @@ func (t *Tree) notifyErr(n *Node, ver uint64, err error) {
 // commitState publishes the ops that turn base into snap. It runs without
 // t.mu except to record each commit as it lands. It returns whether any
 // commit was made.
-func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, snap *node.State, first bool, head chain.UTXO, staged *blob.Ref) (bool, error) {
-	bodies, blobs, err := t.plan(ctx, n, base, snap, first, staged)
+func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, snap *node.State, first bool, head chain.UTXO, ver uint64) (bool, error) {
+	bodies, blobs, err := t.plan(ctx, n, base, snap, first, ver)
 	if err != nil {
 		return false, err
 	}
@@ -297,7 +293,7 @@ func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, s
 // plan turns the difference between base and snap into commit bodies.
 // Large new content is written to a blob first; blobs maps the staged
 // blobs to their plaintext for applying our own commits.
-func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first bool, staged *blob.Ref) ([]node.Body, map[[32]byte][]byte, error) {
+func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first bool, ver uint64) ([]node.Body, map[[32]byte][]byte, error) {
 	var meta []node.Op
 	if first {
 		meta = append(meta, node.Op{Code: node.OpKind, Kind: snap.Kind})
@@ -331,7 +327,7 @@ func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first 
 	blobs := map[[32]byte][]byte{}
 	if snap.Kind == node.KindFile && !bytes.Equal(base.Content, snap.Content) {
 		var err error
-		steps, err = t.contentSteps(ctx, n, base, snap, blobs, staged)
+		steps, err = t.contentSteps(ctx, n, base, snap, blobs, ver)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -394,7 +390,7 @@ func entryOps(base, snap *node.State) []node.Op {
 // contentSteps chooses how new content reaches the chain: a patch when it
 // is small, else the whole content — inline in steps of stepMax when it is
 // at most chainMax, else in a blob.
-func (t *Tree) contentSteps(ctx context.Context, n *Node, base, snap *node.State, blobs map[[32]byte][]byte, staged *blob.Ref) ([][]node.Op, error) {
+func (t *Tree) contentSteps(ctx context.Context, n *Node, base, snap *node.State, blobs map[[32]byte][]byte, ver uint64) ([][]node.Op, error) {
 	old, cur := base.Content, snap.Content
 	if worthDiff(old, cur) {
 		d := delta.Diff(old, cur)
@@ -406,18 +402,10 @@ func (t *Tree) contentSteps(ctx context.Context, n *Node, base, snap *node.State
 		if t.cfg.Blobs == nil {
 			return nil, fmt.Errorf("file of %d bytes needs a blob store: %w", len(cur), syscall.EFBIG)
 		}
-		var ref blob.Ref
-		if staged != nil && staged.PlainSize == int64(len(cur)) {
-			ref = *staged // written when the journal took this version
-		} else {
-			enc, r, err := blob.Encrypt(cur)
-			if err != nil {
-				return nil, err
-			}
-			if err := t.cfg.Blobs.Put(ctx, r.Hash, bytes.NewReader(enc), int64(len(enc))); err != nil {
-				return nil, fmt.Errorf("store blob: %w", err)
-			}
-			ref = r
+		// Usually staged already when the journal took this version.
+		ref, err := t.stageContent(ctx, n, ver, cur)
+		if err != nil {
+			return nil, err
 		}
 		blobs[ref.Hash] = cur
 		b, err := ref.MarshalBinary()

@@ -1,7 +1,6 @@
 package chainfs
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -161,11 +160,8 @@ func (t *Tree) SetBootloader(ctx context.Context, wasm []byte) error {
 	if t.cfg.Blobs == nil {
 		return fmt.Errorf("chainfs: no blob store for the bootloader")
 	}
-	enc, ref, err := blob.Encrypt(wasm)
+	ref, err := t.putBlob(ctx, wasm)
 	if err != nil {
-		return err
-	}
-	if err := t.cfg.Blobs.Put(ctx, ref.Hash, bytes.NewReader(enc), int64(len(enc))); err != nil {
 		return fmt.Errorf("chainfs: store bootloader: %w", err)
 	}
 	b, err := ref.MarshalBinary()

@@ -7,6 +7,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -295,10 +296,26 @@ func (t *Tree) journalLoop() {
 // round.
 func (t *Tree) journalPending() {
 	t.mu.Lock()
-	var recs []localRecord
+	pending := make([]*Node, 0, len(t.jpending))
 	for c := range t.jpending {
 		delete(t.jpending, c)
-		if _, dirty := t.dirty[c]; !dirty || c.journaledVer == c.ver || (c.parent == nil && c != t.root) {
+		// A file written again since it was closed is journaled at its
+		// next close or fsync: its content now is neither what was
+		// closed nor final, and encrypting it would be wasted.
+		if !c.unflushed {
+			pending = append(pending, c)
+		}
+	}
+	t.mu.Unlock()
+	// Large files are encrypted into blobs first, without the lock, so
+	// the filesystem stays usable meanwhile.
+	for _, c := range pending {
+		t.prestage(context.Background(), c)
+	}
+	t.mu.Lock()
+	var recs []localRecord
+	for _, c := range pending {
+		if _, dirty := t.dirty[c]; !dirty || c.journaledVer == c.ver || c.unflushed || (c.parent == nil && c != t.root) {
 			continue
 		}
 		r, err := t.record(c)
@@ -351,21 +368,106 @@ func (t *Tree) record(n *Node) (localRecord, error) {
 	return r, nil
 }
 
-// stage writes a large file's current content to an encrypted blob once
-// per version: the journal points at it, and the commit reuses it
-// (t.mu held).
+// stage returns a blob holding a large file's current content (t.mu
+// held). The journal and the commit loop normally stage a version before
+// they get here (stageContent, without the lock); this is the fallback for
+// a version written in between.
 func (t *Tree) stage(n *Node) (blob.Ref, error) {
 	if n.staged != nil && n.stagedVer == n.ver {
 		return *n.staged, nil
 	}
-	enc, ref, err := blob.Encrypt(n.local.Content)
+	ref, err := t.putBlob(context.Background(), n.local.Content)
 	if err != nil {
-		return blob.Ref{}, err
-	}
-	if err := t.cfg.Blobs.Put(context.Background(), ref.Hash, bytes.NewReader(enc), int64(len(enc))); err != nil {
 		return blob.Ref{}, fmt.Errorf("chainfs: stage %s: %w", n.path(), err)
 	}
 	n.staged, n.stagedVer = &ref, n.ver
+	return ref, nil
+}
+
+// stageCall is one encryption of a version of a file's content into a
+// blob; others wanting the same version wait for it.
+type stageCall struct {
+	ver  uint64
+	done chan struct{}
+	ref  blob.Ref
+	err  error
+}
+
+// prestage stages n's current content if it is large and would go to a
+// blob, without holding t.mu while it encrypts (t.mu not held).
+func (t *Tree) prestage(ctx context.Context, n *Node) {
+	t.mu.Lock()
+	if t.cfg.Blobs == nil || n.local == nil || len(n.local.Content) <= chainMax ||
+		(n.staged != nil && n.stagedVer == n.ver) || worthDiff(n.committed.Content, n.local.Content) {
+		t.mu.Unlock()
+		return
+	}
+	ver, content := n.ver, n.local.Content
+	n.ownContent = false // later writes copy: content is shared
+	t.mu.Unlock()
+	if _, err := t.stageContent(ctx, n, ver, content); err != nil {
+		t.log.Warn("chainfs: staging a large file", "err", err)
+	}
+}
+
+// stageContent makes sure a blob holds version ver of n's content,
+// encrypting each version once however many goroutines (journal, commit
+// loop, fsync) want it. content must not change meanwhile: callers take
+// it with ownContent cleared. Called without t.mu.
+func (t *Tree) stageContent(ctx context.Context, n *Node, ver uint64, content []byte) (blob.Ref, error) {
+	t.mu.Lock()
+	if n.staged != nil && n.stagedVer == ver {
+		ref := *n.staged
+		t.mu.Unlock()
+		return ref, nil
+	}
+	if c := n.staging; c != nil && c.ver == ver {
+		t.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.ref, c.err
+		case <-ctx.Done():
+			return blob.Ref{}, ctx.Err()
+		}
+	}
+	c := &stageCall{ver: ver, done: make(chan struct{})}
+	n.staging = c
+	t.mu.Unlock()
+
+	c.ref, c.err = t.putBlob(ctx, content)
+
+	t.mu.Lock()
+	if n.staging == c {
+		n.staging = nil
+	}
+	if c.err == nil && (n.staged == nil || ver >= n.stagedVer) {
+		ref := c.ref
+		n.staged, n.stagedVer = &ref, ver
+	}
+	t.mu.Unlock()
+	close(c.done)
+	return c.ref, c.err
+}
+
+// encryptingStore is a blob store that encrypts straight into itself
+// (blob.Dir): one pass over the content, no ciphertext copy in memory and
+// no second hash to verify it.
+type encryptingStore interface {
+	PutEncrypted(ctx context.Context, r io.Reader) (blob.Ref, error)
+}
+
+// putBlob encrypts content under a fresh key into the blob store.
+func (t *Tree) putBlob(ctx context.Context, content []byte) (blob.Ref, error) {
+	if es, ok := t.cfg.Blobs.(encryptingStore); ok {
+		return es.PutEncrypted(ctx, bytes.NewReader(content))
+	}
+	enc, ref, err := blob.Encrypt(content)
+	if err != nil {
+		return blob.Ref{}, err
+	}
+	if err := t.cfg.Blobs.Put(ctx, ref.Hash, bytes.NewReader(enc), int64(len(enc))); err != nil {
+		return blob.Ref{}, fmt.Errorf("store blob: %w", err)
+	}
 	return ref, nil
 }
 

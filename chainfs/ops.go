@@ -591,10 +591,12 @@ func (t *Tree) Flush(ino uint64) error {
 func (t *Tree) Sync(ctx context.Context, ino uint64) error {
 	t.mu.Lock()
 	n, err := t.node(ino)
+	t.mu.Unlock()
 	if err != nil {
-		t.mu.Unlock()
 		return err
 	}
+	t.prestage(ctx, n) // a large file's blob, encrypted without the lock
+	t.mu.Lock()
 	n.unflushed = false
 	var chs []chan error
 	for c := n; c != nil; c = c.parent {

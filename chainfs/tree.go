@@ -185,9 +185,11 @@ type Node struct {
 	// signer is the write key ready to sign (cached).
 	signer *wallet.Key
 	// staged is a blob holding the content of version stagedVer (large
-	// files, written when journaled; the commit reuses it).
+	// files, written when journaled or committed, whichever comes first;
+	// the other reuses it). staging is the encryption in flight.
 	staged    *blob.Ref
 	stagedVer uint64
+	staging   *stageCall
 	// virtual folders (shared/, public/ and below) exist only on this
 	// device: they show Roots and are never committed.
 	virtual bool

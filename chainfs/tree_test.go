@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -841,5 +843,50 @@ func TestEscalationAttack(t *testing.T) {
 	defer closeTree(t, tr2)
 	if got := listing(t, tr2); got != want {
 		t.Fatalf("Bob changed /a:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestLargeFileEncryptedOnce: the journal, the commit loop and fsync all
+// want a blob of a closed large file's content; each version is encrypted
+// into one blob, not one per caller.
+func TestLargeFileEncryptedOnce(t *testing.T) {
+	e := newEnv(t)
+	tr := e.open("", "a")
+	defer closeTree(t, tr)
+	countBlobs := func() int {
+		n := 0
+		_ = filepath.WalkDir(e.blobDir, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	before := countBlobs()
+	for v := range 3 {
+		big := make([]byte, 3<<20)
+		_, _ = rand.Read(big)
+		ino := writeFile(t, tr, "/big.bin", big)
+		if v == 0 {
+			// Journal rounds racing the commit loop.
+			tr.mu.Lock()
+			n, _ := tr.resolve("/big.bin")
+			tr.mu.Unlock()
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() { tr.prestage(context.Background(), n) })
+			}
+			syncAll(t, tr)
+			wg.Wait()
+		} else if err := tr.Sync(context.Background(), ino); err != nil {
+			t.Fatal(err)
+		}
+		if got := countBlobs() - before; got != v+1 {
+			t.Fatalf("after %d versions of a large file: %d blobs", v+1, got)
+		}
+		if !bytes.Equal(readFile(t, tr, "/big.bin"), big) {
+			t.Fatal("content differs")
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -204,7 +205,11 @@ func (d *Dir) PutEncrypted(ctx context.Context, r io.Reader) (Ref, error) {
 	if err != nil {
 		return Ref{}, err
 	}
-	ref, err := EncryptReader(ctx, r, f)
+	w := bufio.NewWriterSize(f, copyBuf) // chunks are 64 KiB: fewer syscalls
+	ref, err := EncryptReader(ctx, r, w)
+	if err == nil {
+		err = w.Flush()
+	}
 	if err != nil {
 		abort(f)
 		return Ref{}, err

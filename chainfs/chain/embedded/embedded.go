@@ -87,7 +87,10 @@ type Chain struct {
 	gen       *mining.BlkTmplGenerator
 	interrupt chan struct{}
 
-	mineMu sync.Mutex // one block at a time
+	// mineMu: one block at a time, and no mempool acceptance meanwhile:
+	// both fill btcd's UTXO cache, which is not safe for two callers
+	// (found by the race detector).
+	mineMu sync.Mutex
 
 	mu       sync.Mutex
 	seen     map[chainhash.Hash]seenTx // mempool arrival order and time
@@ -509,7 +512,9 @@ func (c *Chain) Broadcast(ctx context.Context, msg *wire.MsgTx) error {
 	c.seq++
 	c.seen[h] = seenTx{seq: c.seq, time: time.Now()}
 	c.mu.Unlock()
+	c.mineMu.Lock()
 	_, err := c.pool.ProcessTransaction(tx, false, false, 0)
+	c.mineMu.Unlock()
 	if err != nil {
 		if c.pool.HaveTransaction(&h) || c.confirmedTxExists(h) {
 			return nil
