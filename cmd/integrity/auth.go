@@ -38,6 +38,8 @@ type authFlags struct {
 	newBackup       bool
 	noPresentation  bool
 	noPassword      bool
+	osFile          string
+	noOS            bool
 }
 
 func (f *authFlags) register(cmd *cobra.Command, which ...string) {
@@ -66,6 +68,9 @@ func (f *authFlags) register(cmd *cobra.Command, which ...string) {
 			fl.StringVar(&f.kdf, "kdf", "argon2id", "password key derivation: argon2id, or pbkdf2 (600,000 rounds of SHA-256)")
 		case "new-backup":
 			fl.BoolVar(&f.newBackup, "new-backup-key", false, "issue a new backup key instead of asking for the current one")
+		case "os":
+			fl.StringVar(&f.osFile, "os", "", "the WebAssembly OS to install as the bootloader (default: the sample OS beside the binary, bin/os.wasm)")
+			fl.BoolVar(&f.noOS, "no-os", false, "install no OS (`integrity os install` can later)")
 		case "no-presentation":
 			fl.BoolVar(&f.noPresentation, "no-secret-server", false, "log in with password + backup key, without the secret servers")
 			fl.BoolVar(&f.noPassword, "no-password", false, "log in with secret-server verification + backup key, without the password")
@@ -83,13 +88,14 @@ password; integrity generates the presentation key (held by your secret
 servers), a backup key (shown once: keep it safe), your primary and
 privileged keys and the two filesystem key trees, and publishes the wrapped
 keys on chain. Without --secret-server, a local development secret server
-is started (and its codes read for you).`,
+is started (and its codes read for you). The sample OS is installed as the
+System's bootloader (--os, --no-os); boot it with integrity boot.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runAuth(cmd.Context(), "init", "", &fi)
 		},
 	}
-	fi.register(initCmd, "user", "servers", "method", "password", "backup-out", "codes", "kdf")
+	fi.register(initCmd, "user", "servers", "method", "password", "backup-out", "codes", "kdf", "os")
 
 	var fl authFlags
 	login := &cobra.Command{
@@ -266,6 +272,15 @@ func (a *app) runAuth(ctx context.Context, op, replace string, f *authFlags) err
 	switch op {
 	case "init":
 		fmt.Fprintln(a.errOut, "Your System is on chain.")
+		if !f.noOS {
+			// The System boots the sample OS until the user installs
+			// another; without one, init still succeeds.
+			if inst, err := installOS(ctx, c, f.osFile); err != nil {
+				fmt.Fprintf(a.errOut, "warning: no OS installed (%v); install one with `integrity os install FILE`\n", err)
+			} else {
+				fmt.Fprintf(a.errOut, "Installed the OS %s as your bootloader.\n", filepath.Base(inst.Path))
+			}
+		}
 	case "passwd":
 		fmt.Fprintln(a.errOut, "Password changed.")
 	case "recover":

@@ -22,11 +22,11 @@ import (
 
 // newSystem initialises a System on a device (embedded chain unless the
 // device has a btcd URL) and returns the password file.
-func newSystem(t *testing.T, d *e2e.Device, ss *e2e.SecretServer, user string) string {
+func newSystem(t *testing.T, d *e2e.Device, ss *e2e.SecretServer, user string, extra ...string) string {
 	t.Helper()
 	pw := e2e.WriteFile(t, "pw", "mount tests\n")
-	d.OK("init", "--user", user, "--destination", user, "--secret-server", ss.URL, "--code-file", ss.CodeFile,
-		"--password-file", pw, "--backup-key-out", filepath.Join(t.TempDir(), "bk"))
+	d.OK(append([]string{"init", "--user", user, "--destination", user, "--secret-server", ss.URL, "--code-file", ss.CodeFile,
+		"--password-file", pw, "--backup-key-out", filepath.Join(t.TempDir(), "bk")}, extra...)...)
 	return pw
 }
 

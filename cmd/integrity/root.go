@@ -60,6 +60,7 @@ password, and shows it as a real FUSE mount at ~/integrity.`,
 	root.AddCommand(newAccountCmds(a)...)
 	root.AddCommand(newFSCmds(a)...)
 	root.AddCommand(newMountCmds(a)...)
+	root.AddCommand(newVMCmds(a)...)
 	root.AddCommand(newShareCmds(a)...)
 	return root
 }

@@ -125,6 +125,9 @@ type FileInfo struct {
 
 func parse[T any](raw json.RawMessage) (T, error) {
 	var v T
+	if len(raw) == 0 {
+		return v, nil // no arguments: all defaults
+	}
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return v, fmt.Errorf("bad arguments: %w", err)
 	}

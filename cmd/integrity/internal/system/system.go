@@ -59,6 +59,7 @@ type System struct {
 	// watcher.
 	treeMu    sync.Mutex
 	stopWatch context.CancelFunc
+	vm        *vmService // set by Handlers
 }
 
 // Open opens the chain backend and wallet of a data directory.
@@ -154,6 +155,14 @@ func (s *System) Wallet() *wallet.Wallet { return s.wallet }
 func (s *System) Close() error {
 	var err error
 	s.mu.Lock()
+	v := s.vm
+	s.mu.Unlock()
+	if v != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = v.close(ctx)
+		cancel()
+	}
+	s.mu.Lock()
 	t := s.tree
 	s.tree = nil
 	if s.stopWatch != nil {
@@ -162,7 +171,9 @@ func (s *System) Close() error {
 	s.mu.Unlock()
 	if t != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err = t.Close(ctx)
+		if terr := t.Close(ctx); err == nil {
+			err = terr
+		}
 		cancel()
 	}
 	s.mu.Lock()
@@ -223,6 +234,9 @@ func (s *System) Handlers() rpc.Handlers {
 		h[k] = v
 	}
 	for k, v := range s.shareHandlers() {
+		h[k] = v
+	}
+	for k, v := range s.vmHandlers() {
 		h[k] = v
 	}
 	return h
