@@ -241,7 +241,7 @@ func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, s
 		var pays []*wire.TxOut
 		var newAddrs [][20]byte
 		for _, op := range b.Ops {
-			if op.Code == node.OpEntryNew {
+			if op.Code == node.OpEntryNew || op.Code == node.OpEntryOver {
 				pk := p2pkh(op.Entry.Addr)
 				pays = append(pays, wire.NewTxOut(t.cfg.ChildFunding, pk))
 				newAddrs = append(newAddrs, op.Entry.Addr)
@@ -260,6 +260,15 @@ func (t *Tree) commitState(ctx context.Context, n *Node, keys node.Keys, base, s
 			return nil, fmt.Errorf("blob %x not staged", ref.Hash[:8])
 		}); err != nil {
 			return state != base, fmt.Errorf("apply own commit: %w", err)
+		}
+		if next.Image != nil && !bytes.Equal(next.Image, state.Image) {
+			// OpImage emptied the folder: its image shows again.
+			t.mu.Lock()
+			d := n.imgDir
+			t.mu.Unlock()
+			if d != nil && bytes.Equal(d.mount, next.Image) {
+				inject(next, d, keys)
+			}
 		}
 		t.log.Debug("chainfs: committed", "addr", fmt.Sprintf("%x", keys.Addr[:6]), "tx", txid, "ops", len(b.Ops))
 		raw := new(bytes.Buffer)
@@ -321,7 +330,22 @@ func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first 
 
 	var ops []node.Op
 	if snap.Kind == node.KindDir {
-		ops = entryOps(base, snap)
+		eb := base
+		if !bytes.Equal(snap.Image, base.Image) {
+			// OpImage leads: it empties the folder, so the entry changes
+			// are against the new image alone.
+			ops = append(ops, node.Op{Code: node.OpImage, Index: snap.ImageNext, Data: snap.Image})
+			eb = base.Clone()
+			eb.Image, eb.ImageNext, eb.Hidden = snap.Image, snap.ImageNext, nil
+			eb.NextIndex = max(base.NextIndex, snap.ImageNext)
+			eb.Entries = map[string]node.Entry{}
+			for name, e := range snap.Entries {
+				if e.Image {
+					eb.Entries[name] = e
+				}
+			}
+		}
+		ops = append(ops, entryOps(eb, snap)...)
 	}
 	var steps [][]node.Op
 	blobs := map[[32]byte][]byte{}
@@ -363,28 +387,55 @@ func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first 
 }
 
 // entryOps lists the entry changes: deletions first (a rename may reuse a
-// name), then new children in index order, then links.
+// name), then hidden image entries, new children and image entries turned
+// overlay nodes in index order, then links. Entries shown from an image
+// are never committed themselves.
 func entryOps(base, snap *node.State) []node.Op {
-	var dels, news, links []node.Op
+	var dels, hides, news, links []node.Op
+	shown := map[uint32]bool{}      // native indexes snap shows
+	overlaid := map[uint32]bool{}   // image indexes base has an overlay node for
+	for _, e := range snap.Entries {
+		if e.Native {
+			shown[e.Index] = true
+		}
+	}
+	for _, e := range base.Entries {
+		if e.Native && !e.Image && e.Index < base.ImageNext {
+			overlaid[e.Index] = true
+		}
+	}
 	for name, e := range base.Entries {
-		if le, ok := snap.Entries[name]; !ok || le.Addr != e.Addr {
+		if le, ok := snap.Entries[name]; ok && le.Addr == e.Addr {
+			continue
+		}
+		if !e.Image {
 			dels = append(dels, node.Op{Code: node.OpEntryDel, Name: name})
+		}
+		if e.Native && e.Index < base.ImageNext && !shown[e.Index] {
+			hides = append(hides, node.Op{Code: node.OpHide, Index: e.Index})
 		}
 	}
 	for name, e := range snap.Entries {
-		if be, ok := base.Entries[name]; ok && be.Addr == e.Addr {
+		if e.Image {
 			continue
 		}
-		if e.Native && e.Index >= base.NextIndex {
+		if be, ok := base.Entries[name]; ok && be.Addr == e.Addr && !be.Image {
+			continue
+		}
+		switch {
+		case e.Native && e.Index >= base.NextIndex:
 			news = append(news, node.Op{Code: node.OpEntryNew, Entry: e})
-		} else {
+		case e.Native && e.Index < base.ImageNext && !overlaid[e.Index]:
+			news = append(news, node.Op{Code: node.OpEntryOver, Entry: e})
+		default:
 			links = append(links, node.Op{Code: node.OpEntryLink, Entry: e})
 		}
 	}
 	sort.Slice(dels, func(i, j int) bool { return dels[i].Name < dels[j].Name })
+	sort.Slice(hides, func(i, j int) bool { return hides[i].Index < hides[j].Index })
 	sort.Slice(news, func(i, j int) bool { return news[i].Entry.Index < news[j].Entry.Index })
 	sort.Slice(links, func(i, j int) bool { return links[i].Entry.Name < links[j].Entry.Name })
-	return append(append(dels, news...), links...)
+	return append(append(append(dels, hides...), news...), links...)
 }
 
 // contentSteps chooses how new content reaches the chain: a patch when it

@@ -52,7 +52,11 @@ type localRecord struct {
 	Xattrs       map[string][]byte
 	Entries      []node.Entry
 	NextIndex    uint32
-	Content      []byte
+	// A folder's image (node.State: Image, ImageNext, Hidden).
+	Image     []byte
+	ImageNext uint32
+	Hidden    map[uint32]bool
+	Content   []byte
 	// For content over chainMax (Badger values stay small): ContentDelta
 	// turns the committed content at BaseRev into it, when that is small;
 	// else ContentBlob names an encrypted blob in the blob store holding it.
@@ -335,7 +339,8 @@ func (t *Tree) journalPending() {
 func (t *Tree) record(n *Node) (localRecord, error) {
 	s := n.local
 	r := localRecord{Addr: n.keys.Addr, Depth: depth(n), Name: n.name, Kind: s.Kind, Mode: s.Mode, Mtime: s.Mtime,
-		Target: s.Target, Xattrs: s.Xattrs, NextIndex: s.NextIndex, Content: s.Content, BaseRev: len(n.revs)}
+		Target: s.Target, Xattrs: s.Xattrs, NextIndex: s.NextIndex, Content: s.Content, BaseRev: len(n.revs),
+		Image: s.Image, ImageNext: s.ImageNext, Hidden: s.Hidden}
 	if n.parent != nil {
 		r.Parent = n.parent.keys.Addr
 	}
@@ -478,8 +483,14 @@ func (t *Tree) restoreJournal() error {
 	if err != nil {
 		return fmt.Errorf("chainfs: read journal: %w", err)
 	}
+	var remount []*Node
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	defer func() {
+		t.mu.Unlock()
+		for _, n := range remount {
+			t.remount(n)
+		}
+	}()
 	for _, r := range recs {
 		n, ok := t.byAddr[r.Addr]
 		if !ok {
@@ -489,6 +500,11 @@ func (t *Tree) restoreJournal() error {
 		}
 		local := node.NewState(r.Kind)
 		local.Mode, local.Mtime, local.Target, local.NextIndex, local.Content = r.Mode, r.Mtime, r.Target, r.NextIndex, r.Content
+		local.Image, local.ImageNext, local.Hidden = r.Image, r.ImageNext, r.Hidden
+		if r.Image != nil && (n.imgDir == nil || !bytes.Equal(n.imgDir.mount, r.Image)) {
+			// A mount not yet committed: its image is read after.
+			remount = append(remount, n)
+		}
 		if len(r.ContentDelta) > 0 {
 			c, err := delta.Apply(t.stateAt(n, r.BaseRev).Content, r.ContentDelta, node.MaxFileSize)
 			if err != nil {

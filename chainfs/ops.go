@@ -119,6 +119,7 @@ func (t *Tree) touch(n *Node, mtime bool) {
 	}
 	n.ver++
 	t.dirty[n] = struct{}{}
+	t.overlayUp(n)
 	select {
 	case t.kick <- struct{}{}:
 	default:
@@ -281,6 +282,10 @@ func (t *Tree) Rename(oldDir uint64, oldName string, newDir uint64, newName stri
 	if err != nil {
 		return err
 	}
+	if od != nd && (od.inImage() || nd.inImage() || c.inImage()) {
+		// An image is a mount: mv copies across it.
+		return errnoOf(syscall.EXDEV, "%s and %s are not in the same image", od.path(), nd.path())
+	}
 	// Moving a directory into itself or below it.
 	for p := nd; p != nil; p = p.parent {
 		if p == c {
@@ -315,6 +320,7 @@ func (t *Tree) Rename(oldDir uint64, oldName string, newDir uint64, newName stri
 	delete(od.mutable().Entries, oldName)
 	ne := e
 	ne.Name = newName
+	ne.Image = false // an image entry under a new name is an overlay node
 	if od != nd {
 		if od.allocated(e) {
 			// The child keeps its address and history; the new parent's
@@ -392,6 +398,9 @@ func (t *Tree) Read(ino uint64, off int64, dest []byte) (int, error) {
 	if n.unavailable && n.local == n.committed {
 		return 0, errnoOf(syscall.EIO, "%s: its content is in a blob this device cannot fetch (no image server holds it)", n.path())
 	}
+	if n.imgFile != nil {
+		return t.readImage(n, off, dest)
+	}
 	c := n.local.Content
 	if off >= int64(len(c)) || off < 0 {
 		return 0, nil
@@ -416,6 +425,9 @@ func (t *Tree) Write(ino uint64, off int64, data []byte) (int, error) {
 	end := off + int64(len(data))
 	if off < 0 || end > node.MaxFileSize {
 		return 0, errnoOf(syscall.EFBIG, "write past %d bytes", node.MaxFileSize)
+	}
+	if err := t.loadContent(n); err != nil {
+		return 0, err
 	}
 	c := n.mutableContent()
 	if end > int64(len(c)) {
@@ -449,6 +461,9 @@ func (t *Tree) SetAttr(ino uint64, in SetAttr) (Attr, error) {
 		size := *in.Size
 		if size < 0 || size > node.MaxFileSize {
 			return Attr{}, errnoOf(syscall.EINVAL, "size %d", size)
+		}
+		if err := t.loadContent(n); err != nil {
+			return Attr{}, err
 		}
 		c := n.mutableContent()
 		if size <= int64(len(c)) {
@@ -700,6 +715,11 @@ func (t *Tree) Rekey(ino uint64) (uint64, error) {
 	}
 	if e, ok := p.local.Entries[n.name]; !ok || e.Addr != n.keys.Addr {
 		return 0, errnoOf(syscall.ENOENT, "%s", n.path())
+	}
+	if n.inImage() || t.holdsImage(n) {
+		// An image's records are sealed with its folder's keys: new keys
+		// need a new image (re-image, then share that folder again).
+		return 0, errnoOf(syscall.EXDEV, "%s holds a mountable image: unmount it, or share a folder without one", n.path())
 	}
 	fresh, err := t.allocate(p, n.name, n.local.Kind)
 	if err != nil {

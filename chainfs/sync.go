@@ -27,6 +27,11 @@ type replayed struct {
 	hasHead      bool
 	childGenesis map[[20]byte]int64
 	missingBlob  bool
+	// img is the image the state mounts, loaded for it (nil: none, or
+	// the one the node has); lazy says an image file's content is still
+	// to be read from its image.
+	img  *imgDir
+	lazy bool
 }
 
 // syncWorkers bounds parallel address queries.
@@ -37,8 +42,8 @@ const syncWorkers = 16
 // head (so only holders of the node's write key can commit, and commits
 // form one chain whatever order the backend lists them in); its output 1,
 // paying the node again, is the next head.
-func (t *Tree) fetch(ctx context.Context, keys node.Keys, kind node.Kind, genesis node.OutPoint) (*replayed, error) {
-	r := &replayed{state: node.NewState(kind), childGenesis: map[[20]byte]int64{}}
+func (t *Tree) fetch(ctx context.Context, keys node.Keys, base *node.State, genesis node.OutPoint, lazy *imgFile) (*replayed, error) {
+	r := &replayed{state: base, childGenesis: map[[20]byte]int64{}, lazy: lazy != nil}
 	if genesis.IsZero() {
 		return r, nil
 	}
@@ -81,13 +86,22 @@ func (t *Tree) fetch(ctx context.Context, keys node.Keys, kind node.Kind, genesi
 		delete(bySpend, head)
 		txid := tx.Hash()
 		if b, ok := t.decodeCommit(keys, tx); ok {
+			if r.lazy && changesContent(b) {
+				// An overlay on an image file: its patches apply to the
+				// image's content.
+				c, err := lazy.readAll(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("%s: its image: %w", addr, err)
+				}
+				r.state.Content, r.lazy = c, false
+			}
 			if err := r.state.Apply(b, txid, load); err != nil {
 				t.log.Warn("chainfs: skipping an invalid commit", "addr", addr, "tx", txid, "err", err)
 			} else {
 				r.revs = append(r.revs, rev{txid: txid, height: tx.Height, time: tx.Time, body: b, size: int64(len(r.state.Content))})
 				j := 0
 				for _, op := range b.Ops {
-					if op.Code == node.OpEntryNew {
+					if op.Code == node.OpEntryNew || op.Code == node.OpEntryOver {
 						if o := 2 + j; o < len(tx.MsgTx.TxOut) && bytes.Equal(tx.MsgTx.TxOut[o].PkScript, p2pkh(op.Entry.Addr)) {
 							r.childGenesis[op.Entry.Addr] = tx.MsgTx.TxOut[o].Value
 						}
@@ -104,6 +118,17 @@ func (t *Tree) fetch(ctx context.Context, keys node.Keys, kind node.Kind, genesi
 		r.hasHead = true
 	}
 	return r, nil
+}
+
+// changesContent reports whether a commit body sets or edits content.
+func changesContent(b node.Body) bool {
+	for _, op := range b.Ops {
+		switch op.Code {
+		case node.OpData, node.OpBlob, node.OpPatch, node.OpTruncate:
+			return true
+		}
+	}
+	return false
 }
 
 // decodeCommit opens a commit's body; anything else (a foreign message, a
@@ -154,15 +179,12 @@ func (t *Tree) syncFrom(ctx context.Context, level []*Node) error {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, syncWorkers)
 		for i, n := range level {
-			t.mu.Lock()
-			keys, kind, genesis := n.keys, n.committed.Kind, n.genesis
-			t.mu.Unlock()
 			wg.Add(1)
 			sem <- struct{}{}
 			go func(i int) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				results[i], errs[i] = t.fetch(ctx, keys, kind, genesis)
+				results[i], errs[i] = t.fetchNode(ctx, n)
 			}(i)
 		}
 		wg.Wait()
@@ -172,8 +194,11 @@ func (t *Tree) syncFrom(ctx context.Context, level []*Node) error {
 		var next []*Node
 		t.mu.Lock()
 		for i, n := range level {
-			t.applyReplay(n, results[i])
+			t.installReplay(n, results[i])
 			for _, e := range t.sortedEntries(n) {
+				if e.Image {
+					continue // read from its image when it is looked up
+				}
 				c, err := t.childFor(n, e)
 				if err != nil {
 					t.log.Warn("chainfs: unreadable entry", "dir", n.path(), "name", e.Name, "err", err)
@@ -195,6 +220,48 @@ func (t *Tree) syncFrom(ctx context.Context, level []*Node) error {
 		level = next
 	}
 	return nil
+}
+
+// fetchNode reads a node from the chain and, for a folder with an image,
+// the image (its own, or the image folder it is part of: sub), whose
+// entries the folder's state then shows. An image that cannot be read
+// leaves the folder empty, with a warning, rather than failing the sync.
+func (t *Tree) fetchNode(ctx context.Context, n *Node) (*replayed, error) {
+	t.mu.Lock()
+	keys, genesis, base, lazy, cur := n.keys, n.genesis, t.baseOf(n), n.imgFile, n.imgDir
+	var d *imgDir
+	if n.imgOf != nil {
+		d = cur // a folder inside an image
+	}
+	t.mu.Unlock()
+	r, err := t.fetch(ctx, keys, base, genesis, lazy)
+	if err != nil {
+		return nil, err
+	}
+	if raw := r.state.Image; raw != nil {
+		if cur != nil && bytes.Equal(cur.mount, raw) {
+			d = cur
+		} else if d, err = t.loadImage(ctx, keys, raw); err != nil {
+			t.log.Warn("chainfs: a folder's image cannot be read; it shows empty", "addr", fmt.Sprintf("%x", keys.Addr[:6]), "err", err)
+			d = nil
+		}
+		r.img = d
+	}
+	inject(r.state, d, keys)
+	return r, nil
+}
+
+// installReplay installs what fetchNode read (t.mu held).
+func (t *Tree) installReplay(n *Node, r *replayed) {
+	t.applyReplay(n, r)
+	if r.img != nil {
+		n.imgDir = r.img
+	} else if r.state.Image == nil && n.imgOf == nil {
+		n.imgDir = nil
+	}
+	if !r.lazy && n.local == n.committed {
+		n.imgFile = nil
+	}
 }
 
 // applyReplay installs a node's chain state, merging local changes made
@@ -271,6 +338,21 @@ func (t *Tree) merge(n *Node, base, remote *node.State) {
 			merged.Target = local.Target
 		}
 	case node.KindDir:
+		if !bytes.Equal(local.Image, base.Image) {
+			// A mount or unmount made here wins: it replaces the folder.
+			merged.Image, merged.ImageNext, merged.Hidden = local.Image, local.ImageNext, local.Hidden
+			merged.Entries = local.Entries
+			merged.NextIndex = max(merged.NextIndex, local.NextIndex)
+			break
+		}
+		for i := range local.Hidden {
+			if !base.Hidden[i] {
+				if merged.Hidden == nil {
+					merged.Hidden = map[uint32]bool{}
+				}
+				merged.Hidden[i] = true
+			}
+		}
 		t.mergeEntries(n, base, local, merged)
 	}
 	n.local = merged
@@ -295,10 +377,10 @@ func (t *Tree) mergeEntries(n *Node, base, local, merged *node.State) {
 	}
 	n.local = merged // rekey allocates from the merged state
 	for name, e := range local.Entries {
-		if be, ok := base.Entries[name]; ok && be.Addr == e.Addr {
+		if be, ok := base.Entries[name]; ok && be.Addr == e.Addr && be.Image == e.Image {
 			continue // unchanged locally
 		}
-		if me, ok := merged.Entries[name]; ok && me.Addr == e.Addr {
+		if me, ok := merged.Entries[name]; ok && me.Addr == e.Addr && me.Image == e.Image {
 			continue // already there: our own commit, replayed from the journal
 		}
 		if e.Native && e.Index >= base.NextIndex && e.Index < remoteNext {
@@ -448,20 +530,22 @@ func (t *Tree) resyncNodes(ctx context.Context, nodes map[*Node]struct{}) {
 		n := queue[0]
 		queue = queue[1:]
 		t.mu.Lock()
-		keys, kind, genesis := n.keys, n.committed.Kind, n.genesis
 		before := map[[20]byte]bool{}
 		for _, e := range n.committed.Entries {
 			before[e.Addr] = true
 		}
 		t.mu.Unlock()
-		r, err := t.fetch(ctx, keys, kind, genesis)
+		r, err := t.fetchNode(ctx, n)
 		if err != nil {
 			t.log.Warn("chainfs: re-read failed", "err", err)
 			continue
 		}
 		t.mu.Lock()
-		t.applyReplay(n, r)
+		t.installReplay(n, r)
 		for _, e := range n.committed.Entries {
+			if e.Image {
+				continue
+			}
 			c, err := t.childFor(n, e)
 			if err != nil {
 				continue

@@ -44,6 +44,9 @@ type Config struct {
 	// Blobs stores large content (a local blob directory, or image
 	// servers).
 	Blobs blob.Store
+	// Images finds the stores of mounted images (their servers); without
+	// it folders with images cannot be read.
+	Images ImageStores
 	// Device names this device in conflict copies ("laptop").
 	Device string
 	// CommitDelay is how long a change waits to be coalesced with the
@@ -198,6 +201,15 @@ type Node struct {
 	// file is not committed in the background (a program still writing it
 	// would see its file committed piecemeal); Flush and Sync clear it.
 	unflushed bool
+	// Images (image.go): imgDir is the image folder a folder shows (the
+	// mount folder's image, or a folder inside one); imgOf and imgIndex
+	// name the image entry the node is, if it is one; imgFile, while
+	// set, reads an image file's content not yet loaded (imgSize bytes).
+	imgDir   *imgDir
+	imgOf    *imgDir
+	imgIndex uint32
+	imgFile  *imgFile
+	imgSize  int64
 }
 
 type rev struct {
@@ -351,6 +363,7 @@ func (t *Tree) childFor(n *Node, e node.Entry) (*Node, error) {
 		if c.genesis.IsZero() && !e.Genesis.IsZero() {
 			c.genesis = e.Genesis
 		}
+		t.imageChild(n, c, e)
 		return c, nil
 	}
 	keys, err := n.keys.ChildKeys(e)
@@ -359,7 +372,19 @@ func (t *Tree) childFor(n *Node, e node.Entry) (*Node, error) {
 	}
 	c := t.newNode(n, e.Name, keys, e.Kind)
 	c.genesis = e.Genesis
+	t.imageChild(n, c, e)
 	return c, nil
+}
+
+// imageChild gives a child that is an entry of n's image its image state
+// (t.mu held).
+func (t *Tree) imageChild(n, c *Node, e node.Entry) {
+	if n.imgDir == nil || !e.Native {
+		return
+	}
+	if _, ok := n.imgDir.entries[e.Index]; ok {
+		t.setImageBase(n, c, e.Index)
+	}
 }
 
 // attr builds a node's attributes (t.mu held).
@@ -393,6 +418,9 @@ func (t *Tree) attr(n *Node) Attr {
 		a.Size = int64(len(s.Target))
 	default:
 		a.Size = int64(len(s.Content))
+		if n.imgFile != nil {
+			a.Size = n.imgSize // not loaded from its image yet
+		}
 	}
 	return a
 }

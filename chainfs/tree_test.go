@@ -37,6 +37,7 @@ type env struct {
 	blobDir string
 	key     keyring.Key
 	seed    []byte
+	images  ImageStores
 }
 
 func newEnv(t testing.TB) *env {
@@ -115,6 +116,7 @@ func (e *env) openDelay(cacheDir string, device string, delay time.Duration) *Tr
 	tr, err := Open(context.Background(), Config{
 		Backend: e.backend, Wallet: e.wallet, RootKeys: e.root, RootGenesis: e.genesis,
 		CacheDir: cacheDir, CacheKey: e.key, Blobs: e.blobs, Device: device, CommitDelay: delay,
+		Images: e.images,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -765,7 +767,7 @@ func TestRootsAndRekey(t *testing.T) {
 			t.Fatal("old keys derive the new file's read key")
 		}
 	}
-	r2, err := b.fetch(ctx, keys.ReadOnly(), node.KindDir, genesis)
+	r2, err := b.fetch(ctx, keys.ReadOnly(), node.NewState(node.KindDir), genesis, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

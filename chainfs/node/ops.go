@@ -49,9 +49,12 @@ const (
 	OpXattrDel  byte = 0x09 // name
 	OpDelete    byte = 0x0a // (empty) the node is deleted
 	OpBoot      byte = 0x0b // the bootloader (root only): a blob.Ref of a WebAssembly module
+	OpImage     byte = 0x0c // the folder's mountable image: next uvarint ‖ mount (opaque here; empty: unmounted)
+	OpHide      byte = 0x0d // an entry of the folder's image is not shown: index uvarint
 	OpEntryNew  byte = 0x10 // a new child: name, kind, index, address
 	OpEntryLink byte = 0x11 // an existing child under a name: name, kind, address, genesis, key source
 	OpEntryDel  byte = 0x12 // name
+	OpEntryOver byte = 0x13 // an image entry's overlay node: name, kind, index, address (funded like OpEntryNew)
 )
 
 // BodyVersion is the version byte of a commit body.
@@ -62,6 +65,9 @@ const (
 	MaxName    = 255
 	MaxOps     = 100_000
 	MaxXattr   = 64 << 10
+	// MaxImageMount bounds an OpImage's mount description (a reference
+	// and up to 16 server URLs).
+	MaxImageMount = 40 << 10
 	maxSealed  = 256
 	keySrcIdx  = 0
 	keySrcExpl = 1
@@ -93,6 +99,9 @@ type Entry struct {
 	// SealedWrite is the child's write extended key sealed for the
 	// directory's writers (empty when the linker had no write key).
 	SealedWrite []byte
+	// Image marks an entry shown from the folder's mountable image and
+	// not (yet) on chain: chainfs fills these in, no commit carries one.
+	Image bool
 }
 
 // Op is one operation of a commit.
@@ -102,9 +111,10 @@ type Op struct {
 	Mode  uint32 // OpAttr
 	Mtime int64  // OpAttr, nanoseconds since the Unix epoch
 	Size  int64  // OpTruncate
+	Index uint32 // OpImage (the image's next index), OpHide
 	Name  string // OpXattrSet, OpXattrDel, OpEntryDel
-	Data  []byte // OpData, OpBlob, OpPatch, OpSymlink target, OpXattrSet value
-	Entry Entry  // OpEntryNew, OpEntryLink
+	Data  []byte // OpData, OpBlob, OpPatch, OpSymlink target, OpXattrSet value, OpImage mount
+	Entry Entry  // OpEntryNew, OpEntryLink, OpEntryOver
 }
 
 // Body is a commit's plaintext: a version byte, then ops, each encoded as
@@ -152,7 +162,12 @@ func (b Body) Marshal() []byte {
 		case OpXattrDel, OpEntryDel:
 			p = append(p, op.Name...)
 		case OpDelete:
-		case OpEntryNew:
+		case OpImage:
+			p = binary.AppendUvarint(p, uint64(op.Index))
+			p = append(p, op.Data...)
+		case OpHide:
+			p = binary.AppendUvarint(p, uint64(op.Index))
+		case OpEntryNew, OpEntryOver:
 			e := op.Entry
 			p = appendString(p, e.Name)
 			p = append(p, byte(e.Kind))
@@ -277,7 +292,17 @@ func decodeOp(code byte, payload []byte) (Op, error) {
 		}
 		return op, nil
 	case OpDelete:
-	case OpEntryNew:
+	case OpImage:
+		if op.Index, err = r.index(); err != nil {
+			return op, err
+		}
+		if op.Data = r.rest(); len(op.Data) > MaxImageMount {
+			return op, fmt.Errorf("image mount of %d bytes", len(op.Data))
+		}
+		return op, nil
+	case OpHide:
+		op.Index, err = r.index()
+	case OpEntryNew, OpEntryOver:
 		op.Entry.Native = true
 		if op.Entry.Name, err = r.name(); err != nil {
 			return op, err

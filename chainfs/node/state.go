@@ -39,6 +39,14 @@ type State struct {
 	Deleted   bool
 	// Boot is the bootloader's blob reference (the "/" node only).
 	Boot []byte
+	// Image is the folder's mountable image (OpImage; chainfs decodes
+	// it), nil when none is mounted. ImageNext is one past the image's
+	// highest index at this folder — for the mount folder from OpImage,
+	// for a folder inside an image from its record — and Hidden the
+	// image's entries not shown here (deleted, or renamed: see OpHide).
+	Image     []byte
+	ImageNext uint32
+	Hidden    map[uint32]bool
 }
 
 // Content is read-only: see Clone.
@@ -64,6 +72,7 @@ func (s *State) Clone() *State {
 	c := *s
 	c.Xattrs = maps.Clone(s.Xattrs)
 	c.Entries = maps.Clone(s.Entries)
+	c.Hidden = maps.Clone(s.Hidden)
 	if s.Blob != nil {
 		b := *s.Blob
 		c.Blob = &b
@@ -178,6 +187,43 @@ func (s *State) apply(op Op, commitTx [32]byte, nNew *uint32, load BlobLoader) e
 			return fmt.Errorf("%w: bootloader: %v", ErrInvalid, err)
 		}
 		s.Boot = append([]byte(nil), op.Data...)
+	case OpImage:
+		if err := dirOnly(); err != nil {
+			return err
+		}
+		// A new image replaces the folder's view: what was overlaid on
+		// the old one was folded into it (re-imaging) or goes with it.
+		s.Image, s.ImageNext, s.Hidden = nil, 0, nil
+		s.Entries = map[string]Entry{}
+		if len(op.Data) > 0 {
+			s.Image, s.ImageNext = append([]byte(nil), op.Data...), op.Index
+			s.NextIndex = max(s.NextIndex, op.Index)
+		}
+	case OpHide:
+		if err := dirOnly(); err != nil {
+			return err
+		}
+		if op.Index >= s.ImageNext {
+			return fmt.Errorf("%w: hide of index %d beyond the image's %d", ErrInvalid, op.Index, s.ImageNext)
+		}
+		if s.Hidden == nil {
+			s.Hidden = map[uint32]bool{}
+		}
+		s.Hidden[op.Index] = true
+		s.dropIndex(op.Index, true)
+	case OpEntryOver:
+		if err := dirOnly(); err != nil {
+			return err
+		}
+		e := op.Entry
+		if e.Index >= s.ImageNext {
+			return fmt.Errorf("%w: overlay of index %d beyond the image's %d", ErrInvalid, e.Index, s.ImageNext)
+		}
+		e.Native = true
+		e.Genesis = OutPoint{TxID: commitTx, Index: 2 + *nNew}
+		*nNew++
+		s.dropIndex(e.Index, false)
+		s.Entries[e.Name] = e
 	case OpEntryNew:
 		if err := dirOnly(); err != nil {
 			return err
@@ -208,6 +254,16 @@ func (s *State) apply(op Op, commitTx [32]byte, nNew *uint32, load BlobLoader) e
 		return fmt.Errorf("%w: unknown op 0x%02x", ErrInvalid, op.Code)
 	}
 	return nil
+}
+
+// dropIndex removes the entries of native child index i: only those
+// shown from the image when imageOnly.
+func (s *State) dropIndex(i uint32, imageOnly bool) {
+	for name, e := range s.Entries {
+		if e.Native && e.Index == i && (e.Image || !imageOnly) {
+			delete(s.Entries, name)
+		}
+	}
 }
 
 // Names returns the entry names in order.
