@@ -56,6 +56,7 @@ password, and shows it as a real FUSE mount at ~/integrity.`,
 		newWalletCmd(a),
 		newAgentCmd(a),
 		newSecretServerCmd(a),
+		newImageServerCmd(a),
 	)
 	root.AddCommand(newAccountCmds(a)...)
 	root.AddCommand(newFSCmds(a)...)
