@@ -392,8 +392,8 @@ func (t *Tree) plan(ctx context.Context, n *Node, base, snap *node.State, first 
 // are never committed themselves.
 func entryOps(base, snap *node.State) []node.Op {
 	var dels, hides, news, links []node.Op
-	shown := map[uint32]bool{}      // native indexes snap shows
-	overlaid := map[uint32]bool{}   // image indexes base has an overlay node for
+	shown := map[uint32]bool{}    // native indexes snap shows
+	overlaid := map[uint32]bool{} // image indexes base has an overlay node for
 	for _, e := range snap.Entries {
 		if e.Native {
 			shown[e.Index] = true

@@ -592,7 +592,20 @@ func (t *Tree) Image(ino uint64) (ImageInfo, error) {
 }
 
 func (t *Tree) overlayCount(n *Node) int {
-	k := len(n.local.Hidden)
+	k := 0
+	shown := map[uint32]bool{}
+	for _, e := range n.local.Entries {
+		if e.Native {
+			shown[e.Index] = true
+		}
+	}
+	if n.imgDir != nil {
+		for idx := range n.imgDir.entries {
+			if !shown[idx] {
+				k++ // deleted
+			}
+		}
+	}
 	for _, e := range n.local.Entries {
 		if e.Image {
 			continue

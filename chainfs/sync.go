@@ -595,3 +595,19 @@ func (t *Tree) rebroadcast(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RetryUnavailable re-reads the nodes whose content was in a blob this
+// device could not fetch (its image servers were not known yet, say).
+func (t *Tree) RetryUnavailable(ctx context.Context) {
+	t.mu.Lock()
+	nodes := map[*Node]struct{}{}
+	for _, n := range t.byIno {
+		if n.unavailable {
+			nodes[n] = struct{}{}
+		}
+	}
+	t.mu.Unlock()
+	if len(nodes) > 0 {
+		t.resyncNodes(ctx, nodes)
+	}
+}

@@ -220,6 +220,16 @@ func (d *Dir) PutEncrypted(ctx context.Context, r io.Reader) (Ref, error) {
 	return ref, nil
 }
 
+// Size returns a stored blob's size (ErrNotFound if it is not here).
+func (d *Dir) Size(hash [32]byte) (int64, error) {
+	f, n, err := d.open(hash)
+	if err != nil {
+		return 0, err
+	}
+	f.Close()
+	return n, nil
+}
+
 func (d *Dir) open(hash [32]byte) (*os.File, int64, error) {
 	f, err := os.Open(d.path(hash))
 	if errors.Is(err, fs.ErrNotExist) {

@@ -67,6 +67,9 @@ type infoResponse struct {
 	Policy   policyJSON `json:"policy"`
 	Forward  bool       `json:"forward"`
 	Payments bool       `json:"payments"`
+	// NextPaymentIndex is the payment key's next child index: quotes so
+	// far were paid to children below it (none when Payments is false).
+	NextPaymentIndex *uint64 `json:"next_payment_index,omitempty"`
 }
 
 type policyJSON struct {

@@ -40,6 +40,10 @@ type Info struct {
 	Payments bool
 	// Forward: the server forwards uploads to other servers.
 	Forward bool
+	// NextPaymentIndex (when Payments): the payment key's children below
+	// it are all the addresses quotes may have been paid to — what the
+	// operator's wallet scans.
+	NextPaymentIndex uint64
 }
 
 // QuoteRequest asks for a price.
@@ -159,9 +163,13 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 		return Info{}, err
 	}
 	p := r.Policy
-	return Info{Version: r.Version, Network: r.Network, MinConfirmations: p.MinConfirmations, Payments: r.Payments, Forward: r.Forward,
+	info := Info{Version: r.Version, Network: r.Network, MinConfirmations: p.MinConfirmations, Payments: r.Payments, Forward: r.Forward,
 		Policy: Policy{MaxSize: p.MaxSize, PricePerMBDay: p.PricePerMBDay, PublicPricePerMBDay: p.PublicPricePerMBDay,
-			DownloadPricePerMB: p.DownloadPricePerMB, MinDays: p.MinDays, MaxDays: p.MaxDays, RefusePublic: !p.AcceptPublic, RefusePrivate: !p.AcceptPrivate}}, nil
+			DownloadPricePerMB: p.DownloadPricePerMB, MinDays: p.MinDays, MaxDays: p.MaxDays, RefusePublic: !p.AcceptPublic, RefusePrivate: !p.AcceptPrivate}}
+	if r.NextPaymentIndex != nil {
+		info.NextPaymentIndex = *r.NextPaymentIndex
+	}
+	return info, nil
 }
 
 // Quote asks for the price of an upload or download.

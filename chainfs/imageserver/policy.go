@@ -51,7 +51,9 @@ func (p *Policy) setDefaults() error {
 	return nil
 }
 
-func (p *Policy) paid() bool {
+// Paid reports whether anything costs money under p: then payments are
+// checked on a chain (Config.Chain) to the payment key's addresses.
+func (p Policy) Paid() bool {
 	return p.PricePerMBDay > 0 || p.PublicPricePerMBDay > 0 || p.DownloadPricePerMB > 0
 }
 

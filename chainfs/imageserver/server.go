@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,7 +39,8 @@ type Config struct {
 	Chain Chain
 	// PaymentKey is a BIP32 extended key (public suffices) for the
 	// chain's network; each quote is paid to a fresh child address.
-	// Default: a key generated in DataDir/payment.key.
+	// Default: a key generated in DataDir/payment.key. A free policy
+	// (Policy.Paid false) uses no key and generates none.
 	PaymentKey string
 	// Policy: sizes, prices, what is accepted.
 	Policy Policy
@@ -94,7 +97,7 @@ func (c *Config) setDefaults() error {
 	if err := c.Policy.setDefaults(); err != nil {
 		return err
 	}
-	if c.Chain == nil && c.Policy.paid() {
+	if c.Chain == nil && c.Policy.Paid() {
 		return errors.New("image server: a policy with prices needs a chain to check payments")
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -155,7 +158,6 @@ type Server struct {
 	db    *badger.DB
 	blobs *blob.Dir
 	payee *payee
-	seq   *badger.Sequence
 	mux   *http.ServeMux
 	ips   *ipLimiter
 
@@ -163,10 +165,21 @@ type Server struct {
 	payMu   sync.Mutex
 	uploads chan struct{}
 
-	mu     sync.RWMutex
-	closed bool
-	stop   chan struct{}
-	done   chan struct{}
+	// idxMu serialises taking payment address indexes; nextIndex is the
+	// next index to take (GET /v1/info).
+	idxMu     sync.Mutex
+	nextIndex atomic.Uint64
+
+	// closing is set first thing by Close: requests arriving after it
+	// get 503. mu orders it with inflight.Add, so Close's Wait sees
+	// every request that got in.
+	closing   atomic.Bool
+	mu        sync.RWMutex
+	inflight  sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // New opens (or creates) the server's state and returns the server.
@@ -177,21 +190,17 @@ func New(cfg Config) (*Server, error) {
 	log := cfg.Logger.With("component", "image-server")
 	s := &Server{cfg: cfg, log: log, ips: newIPLimiter(cfg.IPRate, cfg.MaxTrackedIPs),
 		uploads: make(chan struct{}, cfg.MaxUploads), stop: make(chan struct{}), done: make(chan struct{})}
+	// The database first: its directory lock keeps a second server off
+	// this data directory before anything else in it is touched (the
+	// payment key included).
 	var err error
-	if s.blobs, err = blob.NewDir(filepath.Join(cfg.DataDir, "blobs")); err != nil {
-		return nil, fmt.Errorf("image server: %w", err)
-	}
-	if cfg.Chain != nil {
-		if s.payee, err = loadPayee(cfg.PaymentKey, cfg.DataDir, cfg.Chain.Params(), log); err != nil {
-			return nil, fmt.Errorf("image server: %w", err)
-		}
-	}
 	if s.db, err = openDB(filepath.Join(cfg.DataDir, "state"), log); err != nil {
 		return nil, fmt.Errorf("image server: %w", err)
 	}
-	// Lease 1: every issued index is used, so the operator's wallet finds
-	// all payments without a gap.
-	if s.seq, err = s.db.GetSequence([]byte("s/address"), 1); err != nil {
+	if s.blobs, err = blob.NewDir(filepath.Join(cfg.DataDir, "blobs")); err == nil {
+		err = s.openPayments()
+	}
+	if err != nil {
 		_ = s.db.Close()
 		return nil, fmt.Errorf("image server: %w", err)
 	}
@@ -226,25 +235,55 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the sweeper, waits for requests in progress and closes the
-// database. Later requests get 503. Shut the http.Server down first.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+// openPayments loads (or creates) the payment key of a priced policy
+// and reads the address index counter. A free policy has neither.
+func (s *Server) openPayments() error {
+	if !s.cfg.Policy.Paid() {
 		return nil
 	}
-	s.closed = true
-	close(s.stop)
-	<-s.done
-	err := s.seq.Release()
-	if cerr := s.db.Close(); cerr != nil {
-		err = errors.Join(err, cerr)
+	var err error
+	if s.payee, err = loadPayee(s.cfg.PaymentKey, s.cfg.DataDir, s.cfg.Chain.Params(), s.log); err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("image server: closing: %w", err)
+	return s.view(func(txn *badger.Txn) error {
+		n, err := readIndex(txn)
+		s.nextIndex.Store(n)
+		return err
+	})
+}
+
+// Close marks the server closing — requests arriving from then on get
+// 503 unavailable — then waits for requests in progress, stops the
+// sweeper and closes the database. Shut the http.Server down first, or
+// a long transfer keeps Close waiting.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing.Store(true)
+		s.mu.Unlock()
+		s.inflight.Wait()
+		close(s.stop)
+		<-s.done
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("image server: closing: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// enter admits a request unless the server is closing; the caller calls
+// s.inflight.Done when it is admitted.
+func (s *Server) enter() bool {
+	if s.closing.Load() {
+		return false
 	}
-	return nil
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
 }
 
 // HTTPServer returns an *http.Server for the handler. It has no global
@@ -268,12 +307,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
+	if !s.enter() {
 		writeError(w, errClosed)
 		return
 	}
+	defer s.inflight.Done()
 	if ok, wait := s.ips.allow(clientIP(r), s.now()); !ok {
 		writeError(w, &apiError{status: http.StatusTooManyRequests, code: codeRateLimited, msg: ErrRateLimited.Error(), retryAfter: wait})
 		return
@@ -369,6 +407,10 @@ func (s *Server) policyJSON() policyJSON {
 
 func (s *Server) handleInfo(http.ResponseWriter, *http.Request) (int, any, error) {
 	resp := infoResponse{Status: "ok", Version: APIVersion, Policy: s.policyJSON(), Forward: s.cfg.Forward, Payments: s.payee != nil}
+	if s.payee != nil {
+		n := s.nextIndex.Load()
+		resp.NextPaymentIndex = &n
+	}
 	if s.cfg.Chain != nil {
 		resp.Network = s.cfg.Chain.Params().Name
 	}
@@ -459,22 +501,53 @@ func (s *Server) handleQuote(_ http.ResponseWriter, r *http.Request) (int, any, 
 	return http.StatusCreated, quoteJSONOf(q), nil
 }
 
+// nextAddress is a fresh payment address for a quote.
 func (s *Server) nextAddress() (string, error) {
-	for range 8 {
-		i, err := s.seq.Next()
-		if err != nil {
-			return "", err
-		}
-		if i >= 1<<31 {
-			return "", errors.New("payment address indexes exhausted: configure a new payment key")
-		}
-		a, err := s.payee.address(uint32(i))
-		if err == nil {
-			return a, nil
-		}
-		// An invalid BIP32 child (about 1 in 2^127): skip the index.
+	_, a, err := s.payee.next(s.takeIndex)
+	return a, err
+}
+
+// addressIndexKey holds the next payment address index (big-endian
+// uint64, the layout of the badger.Sequence that kept it before).
+var addressIndexKey = []byte("s/address")
+
+func readIndex(txn *badger.Txn) (uint64, error) {
+	item, err := txn.Get(addressIndexKey)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
 	}
-	return "", errors.New("cannot derive a payment address")
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", addressIndexKey, err)
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%s: %d bytes, want 8", addressIndexKey, len(v))
+		}
+		n = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return n, err
+}
+
+// takeIndex takes the next payment address index, durably before any
+// quote names its address, so no index is ever issued twice.
+func (s *Server) takeIndex() (uint64, error) {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	var n uint64
+	err := s.update(func(txn *badger.Txn) error {
+		var err error
+		if n, err = readIndex(txn); err != nil {
+			return err
+		}
+		return txn.Set(addressIndexKey, binary.BigEndian.AppendUint64(nil, n+1))
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.nextIndex.Store(n + 1)
+	return n, nil
 }
 
 func (s *Server) handleQuoteStatus(_ http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -20,7 +20,7 @@ import (
 //	i/<hash hex>          imageRec: what is hosted and for whom
 //	n/<nonce hex>         challengeRec, with a TTL
 //	o/<txid>:<index>      quote id that an on-chain payment output paid
-//	s/address             sequence of payment address indexes
+//	s/address             next payment address index (big-endian uint64)
 //
 // The content itself is in a blob.Dir next to the database.
 const recVersion = 1

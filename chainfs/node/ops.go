@@ -62,15 +62,15 @@ const BodyVersion = 1
 
 // Limits that bound what a hostile commit can make a reader do.
 const (
-	MaxName    = 255
-	MaxOps     = 100_000
-	MaxXattr   = 64 << 10
+	MaxName  = 255
+	MaxOps   = 100_000
+	MaxXattr = 64 << 10
 	// MaxImageMount bounds an OpImage's mount description (a reference
 	// and up to 16 server URLs).
 	MaxImageMount = 40 << 10
-	maxSealed  = 256
-	keySrcIdx  = 0
-	keySrcExpl = 1
+	maxSealed     = 256
+	keySrcIdx     = 0
+	keySrcExpl    = 1
 )
 
 // OutPoint names a transaction output.

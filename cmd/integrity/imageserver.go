@@ -74,7 +74,7 @@ payments are spendable only with it. See docs/IMAGE-SERVER.md.`,
 			if minConf < 0 {
 				return fmt.Errorf("--min-conf %d: must not be negative", minConf)
 			}
-			paid := p.PricePerMBDay > 0 || p.PublicPricePerMBDay > 0 || p.DownloadPricePerMB > 0
+			paid := p.Paid()
 			return a.runImageServer(cmd.Context(), imageServerOptions{
 				listen: listen, data: data, keyFile: keyFile, paid: paid,
 				cfg: imageserver.Config{
@@ -117,10 +117,10 @@ func (a *app) runImageServer(ctx context.Context, o imageServerOptions) error {
 		return errors.New("image server: a policy with prices checks payments on a chain its payers share: give --chain btcd://user:pass@host:port?net=simnet (or a free --policy)")
 	case chainURL == config.ChainEmbedded && o.paid:
 		return errors.New("image server: the embedded chain is private to one data directory, so payers cannot pay on it: give --chain btcd://user:pass@host:port?net=simnet (or a free --policy)")
-	case chainURL == config.ChainEmbedded:
-		chainURL = "" // free: payments are never checked
-	case chainURL != "" && !strings.HasPrefix(chainURL, "btcd://"):
+	case chainURL != "" && chainURL != config.ChainEmbedded && !strings.HasPrefix(chainURL, "btcd://"):
 		return fmt.Errorf("image server: unknown chain %q: use a btcd://user:pass@host:port?net=simnet URL", config.Redact(chainURL))
+	case !o.paid:
+		chainURL = "" // free: payments are never checked, no chain needed
 	}
 	if err := os.MkdirAll(o.data, 0o700); err != nil {
 		return fmt.Errorf("image server data directory: %w", err)

@@ -63,6 +63,7 @@ password, and shows it as a real FUSE mount at ~/integrity.`,
 	root.AddCommand(newMountCmds(a)...)
 	root.AddCommand(newVMCmds(a)...)
 	root.AddCommand(newShareCmds(a)...)
+	root.AddCommand(newImageCmds(a))
 	return root
 }
 

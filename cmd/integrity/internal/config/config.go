@@ -53,6 +53,9 @@ type Settings struct {
 	Contacts map[string]string `json:"contacts,omitempty"`
 	// Public are the published folders (addresses) this device opened.
 	Public []string `json:"public,omitempty"`
+	// ImageServers caches the System's default image servers (kept in
+	// its tree) for the start of the next run.
+	ImageServers []string `json:"image_servers,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "2s" in JSON.

@@ -46,10 +46,16 @@ func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	blobs, err := blob.NewDir(s.opts.Dir.BlobDir())
+	dir, err := blob.NewDir(s.opts.Dir.BlobDir())
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	if s.blobs == nil {
+		s.blobs = newTieredBlobs(s, dir, s.opts.Settings.ImageServers)
+	}
+	blobs := s.blobs
+	s.mu.Unlock()
 	if device == "" {
 		if h, err := os.Hostname(); err == nil {
 			device = h
@@ -64,7 +70,7 @@ func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
 		Backend: s.backend, Wallet: s.wallet, RootKeys: rk,
 		RootGenesis: node.OutPoint{TxID: id.RootGenesis.TxID, Index: id.RootGenesis.Index},
 		CacheDir:    s.opts.Dir.CacheDir(), CacheKey: cacheKey(id.Primary), Blobs: blobs,
-		Device: device, Logger: s.log, Progress: s.opts.Progress, Roots: roots,
+		Device: device, Logger: s.log, Progress: s.opts.Progress, Roots: roots, Images: s.images,
 	})
 	if err != nil {
 		return nil, err
@@ -74,6 +80,9 @@ func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
 	s.tree, s.stopWatch = t, cancel
 	s.mu.Unlock()
 	go s.watchInbox(wctx, t)
+	if err := s.learnServers(t); err != nil {
+		s.log.Warn("remembering the System's image servers", "err", err)
+	}
 	return t, nil
 }
 

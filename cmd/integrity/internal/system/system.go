@@ -24,6 +24,7 @@ import (
 	"github.com/integrity-sys/integrity/chainfs/chain"
 	"github.com/integrity-sys/integrity/chainfs/chain/btcdrpc"
 	"github.com/integrity-sys/integrity/chainfs/chain/embedded"
+	"github.com/integrity-sys/integrity/chainfs/imageserver"
 	"github.com/integrity-sys/integrity/chainfs/wallet"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/config"
 	"github.com/integrity-sys/integrity/cmd/integrity/internal/rpc"
@@ -60,6 +61,9 @@ type System struct {
 	treeMu    sync.Mutex
 	stopWatch context.CancelFunc
 	vm        *vmService // set by Handlers
+	images    *imageClients
+	imageOps  imageOps
+	blobs     *tieredBlobs // opened with the tree
 }
 
 // Open opens the chain backend and wallet of a data directory.
@@ -79,6 +83,8 @@ func Open(ctx context.Context, opts Options) (*System, error) {
 		return nil, err
 	}
 	s := &System{opts: opts, log: opts.Logger, id: id, flows: map[string]*flow{}}
+	s.images = &imageClients{s: s, c: map[string]*imageserver.Client{}, bad: map[string]string{}}
+	s.imageOps.ops = map[string]*ImageProgress{}
 	backend, err := openBackend(ctx, opts, seed)
 	if err != nil {
 		return nil, err
@@ -185,6 +191,12 @@ func (s *System) Close() error {
 		delete(s.flows, k)
 	}
 	s.mu.Unlock()
+	s.mu.Lock()
+	b := s.blobs
+	s.mu.Unlock()
+	if b != nil {
+		b.close()
+	}
 	if cerr := s.backend.Close(); err == nil {
 		err = cerr
 	}
@@ -237,6 +249,9 @@ func (s *System) Handlers() rpc.Handlers {
 		h[k] = v
 	}
 	for k, v := range s.vmHandlers() {
+		h[k] = v
+	}
+	for k, v := range s.imageHandlers() {
 		h[k] = v
 	}
 	return h
