@@ -433,6 +433,17 @@ func (t *Tree) readImage(n *Node, off int64, dest []byte) (int, error) {
 // first, so a mount that cannot be read is refused. The OpImage commit
 // follows in the background (Sync waits for it).
 func (t *Tree) MountImage(ctx context.Context, ino uint64, m ImageMount) error {
+	return t.mountImage(ctx, ino, m, false)
+}
+
+// ReplaceWithImage mounts at folder ino an image packed from its own
+// content (FolderSource): the folder's entries give way to the image's,
+// which are the same files at the same indexes.
+func (t *Tree) ReplaceWithImage(ctx context.Context, ino uint64, m ImageMount) error {
+	return t.mountImage(ctx, ino, m, true)
+}
+
+func (t *Tree) mountImage(ctx context.Context, ino uint64, m ImageMount, replace bool) error {
 	raw, err := m.MarshalBinary()
 	if err != nil {
 		return err
@@ -448,7 +459,7 @@ func (t *Tree) MountImage(ctx context.Context, ino uint64, m ImageMount) error {
 	if err == nil && (n.imgOf != nil || underImage(n)) {
 		err = errnoOf(syscall.EBUSY, "%s is inside an image: images nest by re-imaging the outer one", n.path())
 	}
-	if err == nil && n.local.Image == nil && len(n.local.Entries) > 0 {
+	if err == nil && !replace && n.local.Image == nil && len(n.local.Entries) > 0 {
 		err = errnoOf(syscall.ENOTEMPTY, "%s is not empty: an image mounts on an empty folder", n.path())
 	}
 	keys := n.keys
@@ -702,8 +713,51 @@ func (t *Tree) overlayChanges(n *Node, d *imgDir, p string, out *[]image.Change)
 	return nil
 }
 
+// FolderSource is folder ino's content as a source to pack an image of
+// it for that folder (what ReplaceWithImage then mounts): every entry
+// keeps its index, so the image's nodes are the folder's.
+func (t *Tree) FolderSource(ino uint64) (image.Source, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.node(ino)
+	if err != nil {
+		return nil, err
+	}
+	if n.local.Kind != node.KindDir || n.virtual {
+		return nil, errnoOf(syscall.ENOTDIR, "%s", n.path())
+	}
+	if n.inImage() || underImage(n) || t.holdsImage(n) {
+		return nil, errnoOf(syscall.EBUSY, "%s has an image in it: update that one instead", n.path())
+	}
+	var changes []image.Change
+	if err := t.newSubtree(n, "", &changes); err != nil {
+		return nil, err
+	}
+	return image.Overlay(emptyDir{}, changes...)
+}
+
+// emptyDir is a source with nothing in it.
+type emptyDir struct{}
+
+func (emptyDir) Stat(_ context.Context, p string) (image.Entry, error) {
+	if p != "" && p != "." && p != "/" {
+		return image.Entry{}, image.ErrNotFound
+	}
+	return image.Entry{Kind: image.KindDir, Mode: node.DefaultDirMode}, nil
+}
+
+func (emptyDir) ReadDir(context.Context, string) ([]image.Entry, error) { return nil, nil }
+
+func (emptyDir) Open(context.Context, string) (io.ReadCloser, error) { return nil, image.ErrNotFound }
+
 // newSubtree adds a folder that is not in the image, and all below it.
 func (t *Tree) newSubtree(n *Node, p string, out *[]image.Change) error {
+	join := func(name string) string {
+		if p == "" {
+			return name
+		}
+		return p + "/" + name
+	}
 	for _, name := range n.local.Names() {
 		e := n.local.Entries[name]
 		c, err := t.childFor(n, e)
@@ -713,9 +767,9 @@ func (t *Tree) newSubtree(n *Node, p string, out *[]image.Change) error {
 		if err := t.loadContent(c); err != nil {
 			return err
 		}
-		*out = append(*out, t.changeOf(c, p+"/"+name, e.Index, e.Native, 0))
+		*out = append(*out, t.changeOf(c, join(name), e.Index, e.Native, 0))
 		if c.local.Kind == node.KindDir {
-			if err := t.newSubtree(c, p+"/"+name, out); err != nil {
+			if err := t.newSubtree(c, join(name), out); err != nil {
 				return err
 			}
 		}

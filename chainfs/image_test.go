@@ -329,3 +329,52 @@ func FuzzImageMount(f *testing.F) {
 		}
 	})
 }
+
+// TestReplaceWithImage: a folder packed from its own content and turned
+// into an image folder shows the same files, at the same nodes, on this
+// device and on another.
+func TestReplaceWithImage(t *testing.T) {
+	e := newImageEnv(t)
+	ctx := context.Background()
+	a := e.open("", "a")
+	docs := mkdir(t, a, "/docs")
+	mkdir(t, a, "/docs/sub")
+	writeFile(t, a, "/docs/a.txt", []byte("alpha"))
+	writeFile(t, a, "/docs/sub/b.txt", []byte("beta"))
+	syncAll(t, a)
+	before := listing(t, a)
+	idx := entryIndex(t, a, "/docs/sub", "b.txt")
+	src, err := a.FolderSource(docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := packFor(t, e, a, docs, src, false)
+	if err := a.ReplaceWithImage(ctx, docs, ImageMount{Ref: ref, Servers: []string{"http://images.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	syncAll(t, a)
+	strip := func(s string) string { // the folder itself gets a new mtime
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if !strings.HasPrefix(l, "/docs dir") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	if got := listing(t, a); strip(got) != strip(before) {
+		t.Fatalf("after replacing with an image:\n%s\nwant:\n%s", got, before)
+	}
+	if entryIndex(t, a, "/docs/sub", "b.txt") != idx {
+		t.Fatal("b.txt moved to another node")
+	}
+	if _, err := a.Image(docs); err != nil {
+		t.Fatal(err)
+	}
+	b := e.open("", "b")
+	if got := listing(t, b); strip(got) != strip(before) {
+		t.Fatalf("another device:\n%s\nwant:\n%s", got, before)
+	}
+	closeTree(t, b)
+	closeTree(t, a)
+}

@@ -201,3 +201,33 @@ func TestImagesEndToEnd(t *testing.T) {
 		t.Fatalf("the tampering server is not reported:\n%s", out)
 	}
 }
+
+// TestBootImages: the OS turns a folder into an image on the System's
+// image server (image_create), unmounts and mounts it again by reference
+// through the VM's filesystem device; the tree shows the same files.
+func TestBootImages(t *testing.T) {
+	osWasm := buildOS(t)
+	ss := e2e.StartSecretServer(t)
+	srv := e2e.StartImageServer(t, "", "--policy", "price=0")
+	d := e2e.NewDevice(t, "")
+	newSystem(t, d, ss, "vmimages@example.com", "--no-os")
+	d.OK("image", "servers", srv.URL)
+	r := d.Run("mkdir /album\nwrite /album/a.txt hello from an image\nimage create /album\nexit\n", "boot", "--os", osWasm)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "/album is now an image: ") {
+		t.Fatalf("image create in the VM: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	ref := strings.TrimSpace(strings.SplitN(r.Stdout, "/album is now an image: ", 2)[1])
+	ref = strings.Fields(ref)[0]
+	if out := d.OK("image", "info", "/album"); !strings.Contains(out, ref) {
+		t.Fatalf("image info:\n%s\nwant reference %s", out, ref)
+	}
+	// A private image opens only at the folder it was packed for.
+	r = d.Run(fmt.Sprintf("image unmount /album\nimage mount %s /elsewhere\nimage mount %s /album\ncat /album/a.txt\nexit\n", ref, ref), "boot", "--os", osWasm)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "unmounted /album") || !strings.Contains(r.Stdout, "mounted at /album") ||
+		!strings.Contains(r.Stdout, "hello from an image") || !strings.Contains(r.Stdout+r.Stderr, "image: denied") {
+		t.Fatalf("unmount and mount in the VM: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := d.OK("cat", "/album/a.txt"); got != "hello from an image\n" {
+		t.Fatalf("cat: %q", got)
+	}
+}

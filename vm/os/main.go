@@ -60,6 +60,7 @@ func init() {
 		"pwd":     {"pwd", "print the current folder", (*shell).pwd},
 		"share":   {"share PATH RECIPIENT [--write]", "share a folder with a user (public key or contact)", (*shell).share},
 		"publish": {"publish PATH [--write]", "make a folder public", (*shell).publish},
+		"image":   {"image create PATH [--public] | mount IMAGE PATH | unmount PATH", "mountable images on your image servers", (*shell).image},
 		"sign":    {"sign [--privileged] MESSAGE...", "sign a message with your key pair (hex DER)", (*shell).sign},
 		"verify":  {"verify PUBKEY SIGNATURE MESSAGE...", "check a signature (hex arguments)", (*shell).verify},
 		"whoami":  {"whoami", "who you are: user and public keys", (*shell).whoami},
@@ -354,6 +355,44 @@ func (sh *shell) publish(args []string) error {
 		return err
 	}
 	fmt.Fprintf(sh.out, "published %s\n", sh.abs(ops[0]))
+	return nil
+}
+
+func (sh *shell) image(args []string) error {
+	fl, ops := flags(args)
+	usage := commands["image"].usage
+	if len(ops) == 0 {
+		return fmt.Errorf("usage: %s", usage)
+	}
+	switch ops[0] {
+	case "create":
+		if err := need(ops[1:], 1, usage); err != nil {
+			return err
+		}
+		ref, err := guest.CreateImage(sh.abs(ops[1]), fl["public"])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(sh.out, "%s is now an image: %s\n", sh.abs(ops[1]), ref)
+	case "mount":
+		if err := need(ops[1:], 2, usage); err != nil {
+			return err
+		}
+		if err := guest.MountImage(ops[1], sh.abs(ops[2])); err != nil {
+			return err
+		}
+		fmt.Fprintf(sh.out, "mounted at %s\n", sh.abs(ops[2]))
+	case "unmount":
+		if err := need(ops[1:], 1, usage); err != nil {
+			return err
+		}
+		if err := guest.UnmountImage(sh.abs(ops[1])); err != nil {
+			return err
+		}
+		fmt.Fprintf(sh.out, "unmounted %s\n", sh.abs(ops[1]))
+	default:
+		return fmt.Errorf("usage: %s", usage)
+	}
 	return nil
 }
 

@@ -365,6 +365,52 @@ func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
 	return resultOf(clean(a.Path), m, 0), nil
 }
 
+// imageFromFolder packs a folder of the System into an image of itself on
+// the System's image servers and mounts it there: the same files, now
+// hosted (the VM's image_create).
+func (s *System) imageFromFolder(ctx context.Context, a ImageArgs) (ImageResult, error) {
+	defer s.imageOps.end(a.Op)
+	t, ino, err := s.folder(ctx, a.Path, false)
+	if err != nil {
+		return ImageResult{}, err
+	}
+	servers, err := s.serversFor(t, a.Servers)
+	if err != nil {
+		return ImageResult{}, err
+	}
+	if err := t.Sync(ctx, ino); err != nil {
+		return ImageResult{}, err
+	}
+	keys, err := t.Keys(ino)
+	if err != nil {
+		return ImageResult{}, err
+	}
+	signer, err := owner(keys)
+	if err != nil {
+		return ImageResult{}, err
+	}
+	src, err := t.FolderSource(ino)
+	if err != nil {
+		return ImageResult{}, err
+	}
+	f, ref, err := s.pack(ctx, src, keys, a.Public, a.Op)
+	if err != nil {
+		return ImageResult{}, fmt.Errorf("pack %s: %w", clean(a.Path), err)
+	}
+	defer f.Close()
+	if err := s.upload(ctx, f, ref, servers, signer, a.Days, a.Op); err != nil {
+		return ImageResult{}, err
+	}
+	m := chainfs.ImageMount{Ref: ref, Servers: servers}
+	if err := t.ReplaceWithImage(ctx, ino, m); err != nil {
+		return ImageResult{}, err
+	}
+	if err := t.Sync(ctx, ino); err != nil {
+		return ImageResult{}, err
+	}
+	return resultOf(clean(a.Path), m, 0), nil
+}
+
 // mountOf finds the image a mount argument names: a reference (hex, from
 // `image create`), a bare hash (fetched whole and checked, to learn its
 // root digest), or a published folder's address (its image).

@@ -12,8 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/integrity-sys/integrity/chainfs/blob"
+	"github.com/integrity-sys/integrity/chainfs/image"
+	"github.com/integrity-sys/integrity/chainfs/imageserver"
 	"github.com/integrity-sys/integrity/keyring"
 	"github.com/integrity-sys/integrity/vm"
 	"github.com/integrity-sys/integrity/vm/hostdev"
@@ -471,8 +475,20 @@ func (s *System) vmIdentity() (*keyring.Identity, error) {
 type vmSharing struct{ s *System }
 
 func sharingErr(err error) error {
-	if errors.Is(err, ErrUnknownRecipient) {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrUnknownRecipient):
 		return fmt.Errorf("%w: %v", vm.ErrBadInput, err)
+	case errors.Is(err, image.ErrKeys):
+		// A private image opens only at the folder it was packed for.
+		return fmt.Errorf("%w: %v", vm.ErrForbidden, err)
+	case errors.Is(err, syscall.ENOTEMPTY), errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("%w: %v", vm.ErrAlready, err)
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.EINVAL):
+		return fmt.Errorf("%w: %v", vm.ErrNoSuch, err)
+	case errors.Is(err, imageserver.ErrUnavailable), errors.Is(err, blob.ErrNotFound):
+		return fmt.Errorf("%w: %v", vm.ErrOffline, err)
 	}
 	return err
 }
@@ -487,17 +503,24 @@ func (v vmSharing) Share(ctx context.Context, path, to string, write bool) error
 	return sharingErr(err)
 }
 
-// Mountable images (issue 7) are not built yet: say so.
-func (v vmSharing) CreateImage(context.Context, string, bool) (string, error) {
-	return "", fmt.Errorf("mountable images: %w", vm.ErrNotSupported)
+// CreateImage packs a folder of the tree into an image on the System's
+// image servers, which the folder then shows (docs/VM-ABI.md).
+func (v vmSharing) CreateImage(ctx context.Context, path string, public bool) (string, error) {
+	res, err := v.s.imageFromFolder(ctx, ImageArgs{Path: path, Public: public})
+	if err != nil {
+		return "", sharingErr(err)
+	}
+	return res.Ref, nil
 }
 
-func (v vmSharing) MountImage(context.Context, string, string) error {
-	return fmt.Errorf("mountable images: %w", vm.ErrNotSupported)
+func (v vmSharing) MountImage(ctx context.Context, image, path string) error {
+	_, err := v.s.imageMount(ctx, ImageArgs{Image: image, Path: path})
+	return sharingErr(err)
 }
 
-func (v vmSharing) UnmountImage(context.Context, string) error {
-	return fmt.Errorf("mountable images: %w", vm.ErrNotSupported)
+func (v vmSharing) UnmountImage(ctx context.Context, path string) error {
+	_, err := v.s.imageUnmount(ctx, ImageArgs{Path: path})
+	return sharingErr(err)
 }
 
 // vmSession is one running machine and its console.
