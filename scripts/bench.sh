@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-3}
-SECTIONS=${SECTIONS:-chain keys tree fs vm}
+SECTIONS=${SECTIONS:-chain keys tree fs images vm}
 OUT=.cache/bench
 mkdir -p "$OUT"
 export PATH="$PWD/.cache/bin:$PATH"
@@ -169,6 +169,79 @@ section_fs() {
     case $w in seq-read) target=">= 0.9";; list) target="<= 1.5";; create) target="<= 5";; esac
     printf '  %-10s %8.1f %-5s %8.1f %-5s %8.1f %-5s %7.2fx %9s\n' $w "$t" "$unit" "$g" "$unit" "$i" "$unit" "$(python3 -c "print($i/$g if $g else 0)")" "$target"
   done
+  rm -rf "$tmp"
+}
+
+# section_images: BENCH-style image workload: IMAGES_MB (default 500) of
+# photo-sized files (2-5 MiB of random bytes). Anchor: tar into a
+# gocryptfs folder. integrity: image create (pack, upload to a free image
+# server on loopback, mount) and mount + read every file back through the
+# FUSE mount by range from the server. Everything on tmpfs.
+section_images() {
+  local mb=${IMAGES_MB:-500}
+  echo "== images: $mb MB of photo-sized files (medians of $COUNT runs; ratio = gocryptfs tar time / integrity time)"
+  command -v gocryptfs >/dev/null || { echo "  gocryptfs is not installed (apt-get install gocryptfs)"; return 1; }
+  local tmp; tmp=$(mktemp -d)
+  mkdir -p "$tmp/t"; mount -t tmpfs tmpfs "$tmp/t"
+  mkdir -p "$tmp/t/src"
+  local total=0 i=0
+  while [ $total -lt $((mb * 1024 * 1024)) ]; do
+    local sz=$(( (2 + RANDOM % 4) * 1024 * 1024 ))
+    head -c $sz /dev/urandom >"$tmp/t/src/photo$(printf %04d $i).jpg"
+    total=$((total + sz)); i=$((i + 1))
+  done
+  local files=$i
+  local port=$((20000 + RANDOM % 20000))
+  bin/integrity image-server --listen 127.0.0.1:$port --data "$tmp/t/server" --policy price=0,max-size=2GiB \
+    --rate 100000 --burst 100000 >"$tmp/server.log" 2>&1 &
+  local srvpid=$!
+  local sport=$((20000 + RANDOM % 20000))
+  bin/integrity secret-server --listen 127.0.0.1:$sport --data "$tmp/ss" --code-file "$tmp/codes" \
+    --code-resend-interval 1ms --rate 1000 --burst 1000 >"$tmp/ss.log" 2>&1 &
+  local sspid=$!
+  sleep 1
+  echo "bench password" >"$tmp/pw"
+  local out=$OUT/images.txt
+  : >"$out"
+  for r in $(seq 1 "$COUNT"); do
+    # Anchor: tar into gocryptfs.
+    mkdir -p "$tmp/t/gb$r/cipher" "$tmp/gp$r"
+    gocryptfs -q -init -extpass 'echo pw' -scryptn 10 "$tmp/t/gb$r/cipher" >/dev/null 2>&1
+    gocryptfs -q -nosyslog -extpass 'echo pw' "$tmp/t/gb$r/cipher" "$tmp/gp$r"
+    local t0 t1
+    t0=$(now_ms); tar -C "$tmp/t/src" -cf - . | tar -C "$tmp/gp$r" -xf -; sync; t1=$(now_ms)
+    echo "gocryptfs tar $((t1 - t0))" >>"$out"
+    unmount_retry "$tmp/gp$r"; rm -rf "$tmp/t/gb$r"
+    # integrity: create (pack + upload + mount), then mount and read back.
+    local d="$tmp/t/dev$r"
+    bin/integrity --data-dir "$d" init --no-os --user "img$r" --destination "img$r" --secret-server http://127.0.0.1:$sport \
+      --code-file "$tmp/codes" --password-file "$tmp/pw" --backup-key-out "$tmp/bk$r" >/dev/null 2>&1
+    t0=$(now_ms)
+    local res; res=$(bin/integrity --data-dir "$d" image create "$tmp/t/src" /photos --server http://127.0.0.1:$port)
+    t1=$(now_ms)
+    echo "integrity create $((t1 - t0))" >>"$out"
+    local ref; ref=$(echo "$res" | awk '/^reference:/ {print $2}')
+    bin/integrity --data-dir "$d" image unmount /photos >/dev/null
+    bin/integrity --data-dir "$d" mount "$tmp/m$r" >/dev/null 2>&1
+    t0=$(now_ms)
+    bin/integrity --data-dir "$d" image mount "$ref" /photos --server http://127.0.0.1:$port >/dev/null
+    tar -C "$tmp/m$r/photos" -cf - . | cat >/dev/null
+    t1=$(now_ms)
+    echo "integrity mount-read $((t1 - t0))" >>"$out"
+    bin/integrity --data-dir "$d" unmount >/dev/null 2>&1
+    rm -rf "$d"
+  done
+  kill $srvpid $sspid 2>/dev/null || true
+  wait $srvpid 2>/dev/null || true
+  local g c m
+  g=$(awk '$1=="gocryptfs" {print $3}' "$out" | median)
+  c=$(awk '$2=="create" {print $3}' "$out" | median)
+  m=$(awk '$2=="mount-read" {print $3}' "$out" | median)
+  printf '  %-34s %8s ms  %7.0f MB/s\n' "tar into gocryptfs (anchor)" "$g" "$(python3 -c "print($mb*1.048576/($g/1000))")"
+  printf '  %-34s %8s ms  %7.0f MB/s  %5.2fx\n' "image create (pack+upload+mount)" "$c" "$(python3 -c "print($mb*1.048576/($c/1000))")" "$(python3 -c "print($g/$c)")"
+  printf '  %-34s %8s ms  %7.0f MB/s  %5.2fx\n' "image mount + read all by range" "$m" "$(python3 -c "print($mb*1.048576/($m/1000))")" "$(python3 -c "print($g/$m)")"
+  echo "  ($files files)"
+  unmount_retry "$tmp/t"
   rm -rf "$tmp"
 }
 
