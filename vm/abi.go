@@ -65,6 +65,7 @@ func (c Code) String() string {
 var (
 	ErrNotSupported = errors.New("not supported yet")
 	ErrPrivLocked   = errors.New("the privileged key is locked")
+	ErrNotApproved  = errors.New("the user did not approve the operation")
 	ErrNoSuch       = errors.New("not found")
 	ErrBadInput     = errors.New("invalid argument")
 	ErrRefusedTx    = errors.New("transaction rejected")
@@ -86,6 +87,8 @@ func codeOf(err error) Code {
 		return ErrUnsupported
 	case errors.Is(err, ErrPrivLocked):
 		return ErrLocked
+	case errors.Is(err, ErrNotApproved):
+		return ErrDenied
 	case errors.Is(err, ErrNoSuch):
 		return ErrNotFound
 	case errors.Is(err, ErrBadInput):

@@ -252,19 +252,62 @@ func TestRunawayGuestStopped(t *testing.T) {
 func TestMemoryCap(t *testing.T) {
 	r := newRuntime(t, Options{MemoryPages: 1024}) // 64 MiB
 	var errb bytes.Buffer
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	mod := hostile(t)
+	if err := r.Check(context.Background(), mod); err != nil { // compiled before measuring
+		t.Fatal(err)
+	}
+	// The host's resident memory is sampled while the guest grows: what
+	// it takes is bounded by the cap, not by what the guest asks for.
+	runtime.GC()
+	before := rss()
+	if before < 0 {
+		t.Skip("no /proc/self/statm here")
+	}
+	var peak int64
+	sampling, stopSampling := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for sampling.Err() == nil {
+			peak = max(peak, rss())
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
 	t0 := time.Now()
-	err := r.Boot(context.Background(), Machine{Module: hostile(t), Args: []string{"hostile", "oom"}, Stderr: &errb,
+	err := r.Boot(context.Background(), Machine{Module: mod, Args: []string{"hostile", "oom"}, Stderr: &errb,
 		Timeout: time.Minute})
+	stopSampling()
+	<-sampled
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Reason == "timeout" {
 		t.Fatalf("boot: %v (stderr %q)", err, errb.String())
 	}
-	t.Logf("out-of-memory guest ended after %v: %v; its stderr: %.200s", time.Since(t0), err, errb.String())
+	grew := peak - before
+	t.Logf("out-of-memory guest ended after %v: %v; host memory grew by at most %d MiB; its stderr: %.200s",
+		time.Since(t0), err, grew>>20, errb.String())
+	if grew > 64<<20+16<<20 {
+		t.Fatalf("a guest capped at 64 MiB grew the host by %d MiB", grew>>20)
+	}
 	var out bytes.Buffer
 	if err := r.Boot(context.Background(), Machine{Module: sampleOS(t), Stdin: strings.NewReader("pwd\n"), Stdout: &out,
 		Disk: newMemTree()}); err != nil || out.String() != "/\n" {
 		t.Fatalf("boot after out-of-memory: %v, %q", err, out.String())
 	}
+}
+
+// rss is this process's resident memory in bytes (-1 if unknown).
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return -1
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return pages * int64(os.Getpagesize())
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -33,7 +34,7 @@ type Sharing interface {
 }
 
 // Unsupported is a Sharing whose every operation reports ErrNotSupported:
-// the Client's sharing and images features are not built yet.
+// for a machine without a Client behind it (tests, tools).
 type Unsupported struct{}
 
 func (Unsupported) Publish(context.Context, string, bool) error { return ErrNotSupported }
@@ -57,19 +58,22 @@ const (
 	maxImageRef  = 512
 )
 
-// confirm asks for the user's consent before keys leave the System: share
-// and publish hand a folder's keys to someone else, so a guest may do
-// them only with the privileged key unlocked — the user typed the
-// password at most PrivilegedTTL ago, or types it now.
-func confirm(ctx context.Context, unlock Unlocker, reason string) Code {
+// approve asks for the user's consent to one operation that moves keys or
+// money out of the System (Unlocker.Approve): every time, not once per
+// unlock window. Paths in reason are quoted, so a name cannot dress the
+// question up as something else.
+func approve(ctx context.Context, unlock Unlocker, kind, reason string) Code {
 	if unlock == nil {
-		return ErrLocked
+		return ErrDenied
 	}
-	if err := unlock.Unlock(ctx, reason); err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err := unlock.Approve(ctx, kind, reason); err != nil {
+		switch {
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			return codeOf(err)
+		case errors.Is(err, ErrPrivLocked):
+			return ErrLocked
 		}
-		return ErrLocked
+		return ErrDenied
 	}
 	return OK
 }
@@ -102,6 +106,11 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, unlock Unlocker, lo
 				return "", ErrNotFound
 			}
 		}
+		// The Client acts on the literal path: one through a symlink
+		// would share or image something else than the guest checked.
+		if t != nil && throughSymlink(t, parts) {
+			return "", ErrInvalid
+		}
 		return clean, OK
 	}
 	text := func(g memory, p, n, max uint32) (string, Code) {
@@ -124,7 +133,11 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, unlock Unlocker, lo
 			if c != OK {
 				return c
 			}
-			if c := confirm(ctx, unlock, "publish "+pth); c != OK {
+			what := "publish " + strconv.Quote(pth) + " (anyone may read it"
+			if p[2]&FlagWrite != 0 {
+				what += " and change it"
+			}
+			if c := approve(ctx, unlock, "publish", what+")"); c != OK {
 				return c
 			}
 			return codeOf(dev.Publish(ctx, pth, p[2]&FlagWrite != 0))
@@ -142,7 +155,11 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, unlock Unlocker, lo
 			if c != OK {
 				return c
 			}
-			if c := confirm(ctx, unlock, "share "+pth+" with "+to); c != OK {
+			what := "share " + strconv.Quote(pth) + " with " + strconv.Quote(to) + " (read"
+			if p[4]&FlagWrite != 0 {
+				what += " and write"
+			}
+			if c := approve(ctx, unlock, "share", what+")"); c != OK {
 				return c
 			}
 			return codeOf(dev.Share(ctx, pth, to, p[4]&FlagWrite != 0))
@@ -160,12 +177,14 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, unlock Unlocker, lo
 			if !g.writable(p[5], 4) || !g.writable(p[3], p[4]) {
 				return ErrFault
 			}
+			// An image is paid for from the wallet, and a public one is
+			// the folder's content, unencrypted, for anyone.
+			what := "turn " + strconv.Quote(pth) + " into an image on your image servers, paid from your wallet"
 			if p[2]&FlagPublic != 0 {
-				// A public image is the folder's content, unencrypted, for
-				// anyone: the user's consent, as for publish.
-				if c := confirm(ctx, unlock, "publish an image of "+pth); c != OK {
-					return c
-				}
+				what = "publish " + strconv.Quote(pth) + " as a public image (unencrypted, for anyone), paid from your wallet"
+			}
+			if c := approve(ctx, unlock, "image", what); c != OK {
+				return c
 			}
 			ref, err := dev.CreateImage(ctx, pth, p[2]&FlagPublic != 0)
 			if err != nil {
@@ -194,4 +213,24 @@ func filesystemModule(r wazero.Runtime, dev Sharing, t Tree, unlock Unlocker, lo
 			return codeOf(dev.UnmountImage(ctx, pth))
 		}},
 	})
+}
+
+// throughSymlink reports whether any existing component of the path
+// (without "." or "..", as splitPath leaves it) is a symlink.
+func throughSymlink(t Tree, parts []string) bool {
+	dir := t.Root()
+	for _, name := range parts {
+		if name == ".." {
+			return true // never in a path the Client acts on
+		}
+		a, err := t.Lookup(dir, name)
+		if err != nil {
+			return false // the rest does not exist yet
+		}
+		if a.Kind == KindSymlink {
+			return true
+		}
+		dir = a.Ino
+	}
+	return false
 }

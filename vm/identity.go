@@ -49,12 +49,23 @@ type Identity interface {
 	ECDH(ctx context.Context, peer []byte) ([]byte, error)
 }
 
-// Unlocker gets the privileged key unlocked for a privileged operation:
-// nil once it is (the agent asked the user for the password, at most once
-// every keyring.PrivilegedTTL), or an error (ErrPrivLocked when the user
-// cannot be asked or declined). reason says what the guest asked for.
+// Unlocker is the user's say over what the guest does with their keys.
 type Unlocker interface {
+	// Unlock gets the privileged key unlocked for a privileged identity
+	// operation: nil once it is (the agent asked the user for the
+	// password, at most once every keyring.PrivilegedTTL), or an error
+	// (ErrPrivLocked when the user cannot be asked or declined). reason
+	// says what the guest asked for.
 	Unlock(ctx context.Context, reason string) error
+	// Approve asks the user to allow one operation that gives the
+	// System's keys or content to someone else or spends their money
+	// (share, publish, image_create): every time, whatever the state of
+	// the privileged key, since an unlocked key must not let a guest
+	// quietly hand the tree to its author. It also unlocks the
+	// privileged key (as Unlock). kind is the operation ("share",
+	// "publish", "image"), reason the sentence shown to the user. An
+	// error wrapping ErrNotApproved (or ErrPrivLocked) refuses it.
+	Approve(ctx context.Context, kind, reason string) error
 }
 
 // MessageDigest is what identity signatures sign: a tagged hash (as in

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
@@ -185,7 +186,8 @@ func (r *Runtime) Boot(ctx context.Context, m Machine) error {
 	if m.Disk != nil {
 		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(NewDisk(ctx, m.Disk, r.log), "/"))
 	}
-	_, err = rt.InstantiateModule(ctx, mod, mc)
+	ictx := experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(allocateMemory))
+	_, err = rt.InstantiateModule(ictx, mod, mc)
 	return exitOf(ctx, err)
 }
 

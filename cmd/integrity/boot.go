@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -22,6 +24,7 @@ import (
 func newVMCmds(a *app) []*cobra.Command {
 	var osFile, pwFile string
 	var timeout time.Duration
+	var allow []string
 	boot := &cobra.Command{
 		Use:   "boot [--os FILE] [-- ARGS...]",
 		Short: "Boot your System's OS in the WebAssembly VM; this terminal is its console",
@@ -30,14 +33,22 @@ the .wasm file given with --os, in the System VM. The OS sees your tree as its
 disk at "/": what it writes becomes commits, as through the mount. This
 command's stdin, stdout and stderr are its console; the exit status is the
 OS's. The VM runs in the agent when one runs (it holds the keys), else in
-this process.`,
+this process.
+
+When the OS asks to share or publish a folder or to make an image (which
+gives keys or content to others, or spends your money), integrity asks you
+at the terminal each time, under a code it shows when the boot starts: a
+question without that code comes from the OS, not from integrity. A script
+approves such operations in advance with --allow share,publish,image; the
+password is still needed (the terminal, or --password-file).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runBoot(cmd.Context(), osFile, pwFile, timeout, args)
+			return a.runBoot(cmd.Context(), bootOptions{osFile: osFile, pwFile: pwFile, timeout: timeout, allow: allow}, args)
 		},
 	}
 	boot.Flags().StringVar(&osFile, "os", "", "boot this WebAssembly (wasip1) file instead of the installed OS")
 	boot.Flags().StringVar(&pwFile, "password-file", "", "answer the OS's password prompts (privileged operations) from this file")
 	boot.Flags().DurationVar(&timeout, "timeout", 0, "stop the OS after this long (default: never)")
+	boot.Flags().StringSliceVar(&allow, "allow", nil, "approve these operations of the OS for the session without asking: "+strings.Join(system.Approvable, ","))
 
 	osCmd := &cobra.Command{Use: "os", Short: "The OS your System boots"}
 	install := &cobra.Command{
@@ -113,12 +124,6 @@ func installOS(ctx context.Context, c rpc.Caller, file string) (installedOS, err
 	return installedOS{InstallResult: res, Path: abs}, nil
 }
 
-// installDefaultOS installs the sample OS (for `integrity init`).
-func installDefaultOS(ctx context.Context, c rpc.Caller) error {
-	_, err := installOS(ctx, c, "")
-	return err
-}
-
 // guestExit carries the OS's exit status to the shell.
 type guestExit struct {
 	code int
@@ -137,34 +142,57 @@ type console struct {
 	pwFile  string
 	tty     bool
 	fd      int
+	// code marks integrity's own questions on the terminal. It is made
+	// here and never leaves this process, so the guest — which writes to
+	// the same terminal and reads what is typed — cannot imitate them.
+	code string
 
 	mu sync.Mutex
-	// pwPrompt is the prompt whose answer the next line of input is
-	// (read with echo off), 0 if none.
-	pwPrompt int
+	// pending is the prompt whose answer the next line of input is (a
+	// password, read with echo off, or yes/no), nil if none.
+	pending  *pendingPrompt
 	answered int // the last prompt id answered or being answered
 	saved    *unix.Termios
 }
 
-func (a *app) runBoot(ctx context.Context, osFile, pwFile string, timeout time.Duration, args []string) error {
+type pendingPrompt struct {
+	id   int
+	kind string
+}
+
+type bootOptions struct {
+	osFile, pwFile string
+	timeout        time.Duration
+	allow          []string
+}
+
+func (a *app) runBoot(ctx context.Context, o bootOptions, args []string) error {
 	c, done, err := a.caller(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if osFile != "" {
-		if osFile, err = filepath.Abs(osFile); err != nil {
+	if o.osFile != "" {
+		if o.osFile, err = filepath.Abs(o.osFile); err != nil {
 			return err
 		}
 	}
 	fd := int(os.Stdin.Fd())
 	tty := term.IsTerminal(fd)
 	var res system.BootResult
-	if err := c.Call(ctx, "vm.boot", system.BootArgs{OS: osFile, Args: args, Interactive: tty || pwFile != "",
-		TTY: tty, Timeout: timeout}, &res); err != nil {
+	if err := c.Call(ctx, "vm.boot", system.BootArgs{OS: o.osFile, Args: args, Interactive: tty || o.pwFile != "",
+		TTY: tty, Timeout: o.timeout, Allow: o.allow}, &res); err != nil {
 		return err
 	}
-	con := &console{a: a, c: c, session: res.Session, pwFile: pwFile, tty: tty, fd: fd}
+	con := &console{a: a, c: c, session: res.Session, pwFile: o.pwFile, tty: tty, fd: fd}
+	if tty {
+		b := make([]byte, 4)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		con.code = fmt.Sprintf("%x-%x", b[:2], b[2:])
+		fmt.Fprintf(a.errOut, "[integrity %s] booting; integrity's own questions in this session show this code — a question without it comes from the OS\n", con.code)
+	}
 	defer con.echo(true)
 	go con.pumpInput(ctx)
 	return con.pumpOutput(ctx)
@@ -177,15 +205,24 @@ func (con *console) pumpInput(ctx context.Context) {
 		n, err := os.Stdin.Read(buf)
 		if n > 0 {
 			con.mu.Lock()
-			pid := con.pwPrompt
-			con.pwPrompt = 0
+			p := con.pending
+			con.pending = nil
 			con.mu.Unlock()
-			if pid != 0 {
+			if p != nil && p.kind == system.PromptApprove {
+				yes := strings.ToLower(strings.TrimSpace(string(buf[:n])))
+				ok := yes == "y" || yes == "yes"
+				if err := con.c.Call(ctx, "vm.unlock", system.UnlockPromptArgs{Session: con.session, PromptID: p.id,
+					Approve: ok, Decline: !ok}, nil); err != nil {
+					fmt.Fprintf(con.a.errOut, "integrity: %v\n", err)
+				}
+				continue
+			}
+			if p != nil {
 				con.echo(true)
 				fmt.Fprintln(con.a.errOut)
 				pw := []byte(strings.TrimRight(string(buf[:n]), "\r\n"))
 				keyring.Wipe(buf[:n])
-				con.answer(ctx, pid, pw)
+				con.answer(ctx, p.id, pw)
 				continue
 			}
 			if werr := con.c.Call(ctx, "vm.write", system.WriteArgs{Session: con.session, Data: buf[:n]}, nil); werr != nil {
@@ -255,7 +292,7 @@ func (con *console) pumpOutput(ctx context.Context) error {
 			_, _ = con.a.errOut.Write(r.Stderr)
 		}
 		if r.Prompt != "" {
-			con.prompt(ctx, r.Prompt, r.PromptID)
+			con.prompt(ctx, r.PromptKind, r.Prompt, r.PromptID)
 		}
 		if r.Done {
 			if r.Error == "" && r.ExitCode == 0 {
@@ -270,10 +307,10 @@ func (con *console) pumpOutput(ctx context.Context) error {
 	}
 }
 
-// prompt asks the user for the password the guest's privileged operation
-// needs: from --password-file, else the terminal (echo off; the next line
-// typed is the answer).
-func (con *console) prompt(ctx context.Context, reason string, pid int) {
+// prompt puts the guest's request to the user: a password (from
+// --password-file, else the terminal with echo off) or, for an operation
+// to approve, yes or no at the terminal. The next line typed answers it.
+func (con *console) prompt(ctx context.Context, kind, reason string, pid int) {
 	con.mu.Lock()
 	if con.answered == pid {
 		con.mu.Unlock()
@@ -281,24 +318,50 @@ func (con *console) prompt(ctx context.Context, reason string, pid int) {
 	}
 	con.answered = pid
 	con.mu.Unlock()
+	decline := func() {
+		_ = con.c.Call(ctx, "vm.unlock", system.UnlockPromptArgs{Session: con.session, PromptID: pid, Decline: true}, nil)
+	}
+	reason = printable(reason)
+	if kind == system.PromptApprove {
+		if !con.tty {
+			decline()
+			return
+		}
+		fmt.Fprintf(con.a.errOut, "\n[integrity %s] the OS asks to %s.\nAllow it? [y/N] ", con.code, reason)
+		con.mu.Lock()
+		con.pending = &pendingPrompt{id: pid, kind: kind}
+		con.mu.Unlock()
+		return
+	}
 	if con.pwFile != "" {
 		pw, err := con.a.readSecret(con.pwFile, "Password: ", false)
 		if err != nil {
 			fmt.Fprintf(con.a.errOut, "integrity: %v\n", err)
-			_ = con.c.Call(ctx, "vm.unlock", system.UnlockPromptArgs{Session: con.session, PromptID: pid, Decline: true}, nil)
+			decline()
 			return
 		}
 		go con.answer(ctx, pid, pw)
 		return
 	}
 	if !con.tty {
-		_ = con.c.Call(ctx, "vm.unlock", system.UnlockPromptArgs{Session: con.session, PromptID: pid, Decline: true}, nil)
+		decline()
 		return
 	}
-	fmt.Fprintf(con.a.errOut, "\n[integrity] the OS asks to %s: enter your password to unlock the privileged key for %s\nPassword: ",
-		reason, keyring.PrivilegedTTL)
+	fmt.Fprintf(con.a.errOut, "\n[integrity %s] the OS asks to %s: enter your password to unlock the privileged key for %s\nPassword: ",
+		con.code, reason, keyring.PrivilegedTTL)
 	con.echo(false)
 	con.mu.Lock()
-	con.pwPrompt = pid
+	con.pending = &pendingPrompt{id: pid, kind: kind}
 	con.mu.Unlock()
+}
+
+// printable keeps a guest-chosen text from moving the cursor or recolouring
+// the terminal around integrity's question.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, s)
 }

@@ -95,8 +95,16 @@ func TestBootOnMount(t *testing.T) {
 	}
 
 	// A password file answers the OS's prompt; the signature verifies
-	// with the privileged public key.
-	r = d.Run("sign --privileged hello\nwhoami\nshare /vm nobody-known\npublish /vm\nexit 0\n", "boot", "--password-file", pw)
+	// with the privileged public key. With the key unlocked, publishing
+	// still needs the user's approval: refused without --allow.
+	r = d.Run("sign --privileged hello\npublish /vm\nexit 0\n", "boot", "--password-file", pw)
+	if !strings.Contains(r.Stderr, "publish: denied") || !strings.Contains(r.Stderr, "--allow publish") {
+		t.Fatalf("publish without approval:\nstdout %s\nstderr %s", r.Stdout, r.Stderr)
+	}
+	if got := d.OK("shares"); strings.Contains(got, "/vm") {
+		t.Fatalf("the unapproved publish went through: %q", got)
+	}
+	r = d.Run("sign --privileged hello\nwhoami\nshare /vm nobody-known\npublish /vm\nexit 0\n", "boot", "--password-file", pw, "--allow", "share,publish")
 	if r.Code != 0 {
 		t.Fatalf("boot with password file: exit %d\nstderr %s", r.Code, r.Stderr)
 	}
@@ -250,6 +258,28 @@ func TestBootConsolePrompt(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the signature", func() bool { return strings.Count(stdout.String(), "integrity:/$ ") >= 2 })
+	// The session's code, shown before the OS says anything, marks
+	// integrity's own questions.
+	first, _, _ := strings.Cut(stderr.String(), "\n")
+	code := strings.TrimSuffix(strings.Fields(first + " x x")[1], "]")
+	if !strings.HasPrefix(first, "[integrity ") || len(code) != 9 {
+		t.Fatalf("no session code before the OS started: %q", first)
+	}
+	// The key is unlocked now; publishing is still asked about, each
+	// time, under the code: "n" refuses, "y" allows.
+	for i, answer := range []string{"n", "y"} {
+		if _, err := master.Write([]byte("mkdir -p /pub\npublish /pub\n")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the approval question", func() bool {
+			return strings.Count(stderr.String(), "["+"integrity "+code+`] the OS asks to publish "/pub"`) == i+1
+		})
+		if _, err := master.Write([]byte(answer + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"publish: denied", "published /pub"}[i]
+		waitFor(t, want, func() bool { return strings.Contains(stdout.String()+stderr.String(), want) })
+	}
 	if _, err := master.Write([]byte("exit 0\n")); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -179,6 +180,17 @@ type unlocker struct {
 	id    *keyring.Identity
 	pw    []byte
 	asked int
+	// approve answers Approve's questions; approvals counts them.
+	approve   bool
+	approvals []string
+}
+
+func (u *unlocker) Approve(ctx context.Context, kind, reason string) error {
+	u.approvals = append(u.approvals, kind+": "+reason)
+	if !u.approve {
+		return vm.ErrNotApproved
+	}
+	return u.Unlock(ctx, reason)
 }
 
 func (u *unlocker) Unlock(context.Context, string) error {
@@ -364,7 +376,7 @@ func TestGuestGetsNoKeyMaterial(t *testing.T) {
 	if err := s.id.UnlockPrivileged(s.password); err != nil {
 		t.Fatal(err)
 	}
-	un := &unlocker{id: s.id, pw: s.password}
+	un := &unlocker{id: s.id, pw: s.password, approve: true}
 	var out, errb bytes.Buffer
 	err = newRuntime(t).Boot(ctx, vm.Machine{Module: module(t, "./vm/testdata/hostile"),
 		Args: []string{"hostile", "keys", "/sealed.bin", txid}, Stdout: &out, Stderr: &errb,
@@ -436,6 +448,73 @@ func TestPrivilegedNeedsUnlock(t *testing.T) {
 	}
 }
 
+// sharingLog is a Sharing that records what reached it.
+type sharingLog struct{ calls []string }
+
+func (l *sharingLog) Publish(_ context.Context, p string, w bool) error {
+	l.calls = append(l.calls, fmt.Sprintf("publish %s %v", p, w))
+	return nil
+}
+func (l *sharingLog) Share(_ context.Context, p, to string, w bool) error {
+	l.calls = append(l.calls, fmt.Sprintf("share %s %s %v", p, to, w))
+	return nil
+}
+func (l *sharingLog) CreateImage(_ context.Context, p string, pub bool) (string, error) {
+	l.calls = append(l.calls, fmt.Sprintf("image %s %v", p, pub))
+	return "ref", nil
+}
+func (l *sharingLog) MountImage(context.Context, string, string) error { return nil }
+func (l *sharingLog) UnmountImage(context.Context, string) error       { return nil }
+
+// TestSharingNeedsApproval: with the privileged key unlocked (the user
+// typed the password a minute ago, say for a signature), a guest still
+// cannot share, publish or make an image of the tree unless the user
+// approves that very operation; each is asked about, with its path.
+func TestSharingNeedsApproval(t *testing.T) {
+	ctx := context.Background()
+	s := newSystem(t)
+	tr := s.open(t)
+	root, _ := tr.Resolve("/")
+	if _, err := tr.Create(root, "docs", node.KindDir, 0o755, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Create(root, "via-link", node.KindSymlink, 0o777, "/docs"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.id.UnlockPrivileged(s.password); err != nil {
+		t.Fatal(err)
+	}
+	script := "share /docs 02" + strings.Repeat("ab", 32) + "\npublish /docs\nimage create /docs\npublish /via-link\nexit 0\n"
+	run := func(u *unlocker) (*sharingLog, string) {
+		l := &sharingLog{}
+		var out, errb bytes.Buffer
+		err := newRuntime(t).Boot(ctx, vm.Machine{Module: module(t, "./vm/os"), Stdin: strings.NewReader(script),
+			Stdout: &out, Stderr: &errb, Disk: Tree{T: tr}, Identity: s.identity(), Unlocker: u, Sharing: l, Timeout: time.Minute})
+		if err != nil {
+			t.Fatalf("boot: %v", err)
+		}
+		return l, out.String() + errb.String()
+	}
+	no := &unlocker{id: s.id}
+	l, got := run(no)
+	if len(l.calls) != 0 || strings.Count(got, "denied") != 3 {
+		t.Fatalf("unapproved: reached the Client %v; console %q", l.calls, got)
+	}
+	if len(no.approvals) != 3 || !strings.Contains(no.approvals[0], `share "/docs" with`) || !strings.Contains(no.approvals[2], "paid from your wallet") {
+		t.Fatalf("questions asked: %q", no.approvals)
+	}
+	// A path through a symlink is refused outright: the Client would act
+	// on another node than the one the guest named.
+	if !strings.Contains(got, "invalid") {
+		t.Fatalf("publish through a symlink: %q", got)
+	}
+	yes := &unlocker{id: s.id, approve: true}
+	l, got = run(yes)
+	if len(l.calls) != 3 || len(yes.approvals) != 3 {
+		t.Fatalf("approved: calls %v, approvals %q, console %q", l.calls, yes.approvals, got)
+	}
+}
+
 // TestBroadcastAndQuery: a guest's blockchain calls reach the real chain.
 func TestChainDevice(t *testing.T) {
 	ctx := context.Background()
@@ -499,7 +578,7 @@ func TestNetworkDevice(t *testing.T) {
 	run := func(args ...string) string {
 		var out, errb bytes.Buffer
 		err := newRuntime(t).Boot(context.Background(), vm.Machine{Module: module(t, "./vm/testdata/bench"),
-			Args: append([]string{"bench"}, args...), Stdout: &out, Stderr: &errb, Network: &Network{}, Timeout: time.Minute})
+			Args: append([]string{"bench"}, args...), Stdout: &out, Stderr: &errb, Network: &Network{AllowLoopback: true}, Timeout: time.Minute})
 		if err != nil {
 			t.Fatalf("%v: %v: %s", args, err, errb.String())
 		}
@@ -522,6 +601,51 @@ func TestNetworkDevice(t *testing.T) {
 	}
 	if _, err := n.Resolve(context.Background(), "bob.invalid"); !errors.Is(err, vm.ErrNoSuch) {
 		t.Fatalf("unknown everywhere: %v", err)
+	}
+}
+
+// TestNetworkPolicy: a guest's TCP cannot reach the agent's loopback
+// neighbours (unless allowed), cloud metadata or other link-local
+// addresses, nor open connections faster than the rate limit.
+func TestNetworkPolicy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ctx := context.Background()
+	strict := &Network{}
+	for _, host := range []string{"127.0.0.1", "localhost", "::1", "169.254.169.254", "fe80::1", "0.0.0.0", "224.0.0.1", "255.255.255.255"} {
+		c, err := strict.DialTCP(ctx, host, port)
+		if err == nil {
+			c.Close()
+			t.Fatalf("connected to %s", host)
+		}
+		if !errors.Is(err, vm.ErrForbidden) {
+			t.Fatalf("%s: %v, want a refusal by policy", host, err)
+		}
+	}
+	// Allowed loopback works, up to the rate limit.
+	open := &Network{AllowLoopback: true, DialRate: 1, DialBurst: 3}
+	for i := range 3 {
+		c, err := open.DialTCP(ctx, "127.0.0.1", port)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if _, err := open.DialTCP(ctx, "127.0.0.1", port); !errors.Is(err, vm.ErrForbidden) {
+		t.Fatalf("past the rate limit: %v", err)
 	}
 }
 

@@ -7,6 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
+	"syscall"
+
+	"golang.org/x/time/rate"
 
 	"github.com/integrity-sys/integrity/vm"
 )
@@ -20,10 +24,51 @@ type DomainSystem interface {
 
 // Network is the host side of the VM's network card: DNS first, then the
 // Domain System, and outbound TCP through the host's stack.
+//
+// Outbound TCP goes where a NIC on this machine's network would, with two
+// exceptions a guest must not reach through the agent: link-local
+// addresses (cloud metadata services at 169.254.169.254 hand out
+// credentials), unspecified, multicast and broadcast addresses, always;
+// and loopback — the agent's own neighbours: btcd's RPC, secret and image
+// servers — unless AllowLoopback. The address is checked at connect time,
+// after DNS, so a name that resolves to a refused address is refused
+// too. New connections are rate-limited per machine (DialRate).
 type Network struct {
-	Resolver *net.Resolver // nil: net.DefaultResolver
-	Domains  DomainSystem  // nil: none yet
-	Dialer   *net.Dialer   // nil: a zero Dialer (the call's context bounds it)
+	Resolver      *net.Resolver // nil: net.DefaultResolver
+	Domains       DomainSystem  // nil: none yet
+	Dialer        *net.Dialer   // nil: a zero Dialer (the call's context bounds it)
+	AllowLoopback bool
+
+	// DialRate and DialBurst bound new connections (per second, and at
+	// once); zero: DefaultDialRate and DefaultDialBurst.
+	DialRate  float64
+	DialBurst int
+
+	once    sync.Once
+	limiter *rate.Limiter
+}
+
+// Defaults of the connection rate: enough for a browser-like burst, too
+// few for a port scan of the LAN.
+const (
+	DefaultDialRate  = 10
+	DefaultDialBurst = 20
+)
+
+// ErrDestination: the guest may not connect there.
+var ErrDestination = fmt.Errorf("%w: destination refused by the VM's network policy", vm.ErrForbidden)
+
+// allowed reports whether the guest may connect to a.
+func (n *Network) allowed(a netip.Addr) bool {
+	a = a.Unmap()
+	switch {
+	case !a.IsValid(), a.IsUnspecified(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(),
+		a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return false
+	case a.IsLoopback():
+		return n.AllowLoopback
+	}
+	return true
 }
 
 var _ vm.Network = (*Network)(nil)
@@ -68,12 +113,37 @@ func (n *Network) DialTCP(ctx context.Context, host string, port uint16) (net.Co
 	if err != nil {
 		return nil, err
 	}
-	d := n.Dialer
-	if d == nil {
-		d = &net.Dialer{}
+	n.once.Do(func() {
+		r, b := n.DialRate, n.DialBurst
+		if r <= 0 {
+			r = DefaultDialRate
+		}
+		if b <= 0 {
+			b = DefaultDialBurst
+		}
+		n.limiter = rate.NewLimiter(rate.Limit(r), b)
+	})
+	if !n.limiter.Allow() {
+		return nil, fmt.Errorf("connect %s:%d: %w: more than %v new connections a second", host, port, vm.ErrForbidden, n.limiter.Limit())
+	}
+	var d net.Dialer
+	if n.Dialer != nil {
+		d = *n.Dialer
+	}
+	// Checked on the address actually dialled (no DNS rebinding).
+	d.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil || !n.allowed(ap.Addr()) {
+			return ErrDestination
+		}
+		return nil
 	}
 	var last error
 	for _, a := range addrs {
+		if !n.allowed(a) {
+			last = ErrDestination
+			continue
+		}
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(a.Unmap().String(), strconv.Itoa(int(port))))
 		if err == nil {
 			return c, nil

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -44,8 +46,15 @@ const (
 	sessionIdle = time.Minute
 	promptWait  = 2 * time.Minute
 	maxAttempts = 3
-	maxSessions = 16
+	// maxSessions × the VM's memory cap (256 MiB) bounds what guests
+	// can take of the agent: 2 GiB.
+	maxSessions = 8
 )
+
+// Approvable are the kinds of guest operations a boot may approve in
+// advance (--allow) for a script; on a terminal the user is asked each
+// time instead.
+var Approvable = []string{"share", "publish", "image"}
 
 // ErrNoSession: the session ended or never existed.
 var ErrNoSession = errors.New("no such VM session (it ended)")
@@ -57,6 +66,7 @@ type vmService struct {
 	mu       sync.Mutex
 	rt       *vm.Runtime
 	sessions map[string]*vmSession
+	running  sync.WaitGroup // machines still inside Boot
 }
 
 func (s *System) vmHandlers() map[string]func(context.Context, json.RawMessage) (any, error) {
@@ -84,6 +94,15 @@ func (v *vmService) close(ctx context.Context) error {
 	rt := v.rt
 	v.rt = nil
 	v.mu.Unlock()
+	// Wait for the machines to leave their host calls and flush their
+	// files before the tree and the identity close under them.
+	stopped := make(chan struct{})
+	go func() { v.running.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("stop the VM sessions: %w", ctx.Err())
+	}
 	if rt == nil {
 		return nil
 	}
@@ -175,6 +194,9 @@ type BootArgs struct {
 	// TTY: the console is a terminal (the guest may show a prompt).
 	TTY     bool          `json:"tty,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Allow approves these kinds of operations (Approvable) for the whole
+	// session, for scripts; the password is still needed.
+	Allow []string `json:"allow,omitempty"`
 }
 
 // BootResult answers vm.boot.
@@ -200,6 +222,13 @@ func (v *vmService) boot(ctx context.Context, a BootArgs) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	allowed := map[string]bool{}
+	for _, k := range a.Allow {
+		if !slices.Contains(Approvable, k) {
+			return nil, fmt.Errorf("--allow %q: the OS's operations to approve are %s", k, strings.Join(Approvable, ", "))
+		}
+		allowed[k] = true
+	}
 	rt, err := v.runtime()
 	if err != nil {
 		return nil, err
@@ -210,8 +239,8 @@ func (v *vmService) boot(ctx context.Context, a BootArgs) (any, error) {
 	}
 	// The machine outlives this request; vm.kill or idleness stops it.
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ss := &vmSession{id: hex.EncodeToString(idb), s: v.s, interactive: a.Interactive, cancel: cancel,
-		changed: make(chan struct{}), lastPoll: time.Now()}
+	ss := &vmSession{id: hex.EncodeToString(idb), s: v.s, interactive: a.Interactive, tty: a.TTY,
+		allowed: allowed, cancel: cancel, changed: make(chan struct{}), lastPoll: time.Now()}
 	v.mu.Lock()
 	if len(v.sessions) >= maxSessions {
 		v.mu.Unlock()
@@ -219,6 +248,7 @@ func (v *vmService) boot(ctx context.Context, a BootArgs) (any, error) {
 		return nil, fmt.Errorf("%d VM sessions are running: stop one first", maxSessions)
 	}
 	v.sessions[ss.id] = ss
+	v.running.Add(1)
 	v.mu.Unlock()
 
 	v.s.mu.Lock()
@@ -248,6 +278,7 @@ func (v *vmService) boot(ctx context.Context, a BootArgs) (any, error) {
 		ss.mu.Unlock()
 	})
 	go func() {
+		defer v.running.Done()
 		err := rt.Boot(mctx, m)
 		v.s.log.Info("vm: session ended", "session", ss.id, "err", err)
 		ss.finish(err)
@@ -301,10 +332,13 @@ type ReadArgs struct {
 type ReadResult struct {
 	Stdout []byte `json:"stdout,omitempty"`
 	Stderr []byte `json:"stderr,omitempty"`
-	// Prompt asks the user's password to unlock the privileged key
-	// (PromptID changes with every new question).
-	Prompt   string `json:"prompt,omitempty"`
-	PromptID int    `json:"prompt_id,omitempty"`
+	// Prompt is a question for the user: what the guest asks to do
+	// (PromptID changes with every new question). PromptKind says what
+	// answers it: PromptPassword (the password, to unlock the privileged
+	// key) or PromptApprove (yes or no to this one operation).
+	Prompt     string `json:"prompt,omitempty"`
+	PromptID   int    `json:"prompt_id,omitempty"`
+	PromptKind string `json:"prompt_kind,omitempty"`
 	// Done: the guest ended and all its output was returned.
 	Done     bool   `json:"done,omitempty"`
 	ExitCode int    `json:"exit_code,omitempty"`
@@ -331,7 +365,7 @@ func (v *vmService) read(ctx context.Context, a ReadArgs) (any, error) {
 	r.Stderr = take(&ss.stderr.buf, readMax)
 	if p := ss.prompt; p != nil {
 		p.shown = true
-		r.Prompt, r.PromptID = p.reason, p.id
+		r.Prompt, r.PromptID, r.PromptKind = p.reason, p.id, p.kind
 	}
 	if ss.done && ss.stdout.Len() == 0 && ss.stderr.Len() == 0 {
 		r.Done, r.ExitCode = true, ss.exitCode
@@ -397,11 +431,20 @@ func (v *vmService) write(ctx context.Context, a WriteArgs) (any, error) {
 	return struct{}{}, nil
 }
 
-// UnlockPromptArgs answer a session's password prompt (vm.unlock).
+// Kinds of prompts.
+const (
+	PromptPassword = "password"
+	PromptApprove  = "approve"
+)
+
+// UnlockPromptArgs answer a session's prompt (vm.unlock): a password
+// prompt with Password, an approval prompt with Approve; Decline refuses
+// either.
 type UnlockPromptArgs struct {
 	Session  string `json:"session"`
 	PromptID int    `json:"prompt_id"`
 	Password []byte `json:"password,omitempty"`
+	Approve  bool   `json:"approve,omitempty"`
 	Decline  bool   `json:"decline,omitempty"`
 }
 
@@ -416,6 +459,14 @@ func (v *vmService) unlock(_ context.Context, a UnlockPromptArgs) (any, error) {
 	ss.mu.Unlock()
 	if p == nil || p.id != a.PromptID {
 		return nil, errors.New("no such password prompt (it was answered or timed out)")
+	}
+	if p.kind == PromptApprove {
+		if a.Approve && !a.Decline {
+			p.answer(nil)
+		} else {
+			p.answer(fmt.Errorf("%w: the user said no", vm.ErrNotApproved))
+		}
+		return struct{}{}, nil
 	}
 	if a.Decline {
 		p.answer(vm.ErrPrivLocked)
@@ -527,7 +578,9 @@ func (v vmSharing) UnmountImage(ctx context.Context, path string) error {
 type vmSession struct {
 	id          string
 	s           *System
-	interactive bool
+	interactive bool // password prompts can be answered (terminal or password file)
+	tty         bool // a person at a terminal can answer approval prompts
+	allowed     map[string]bool
 	cancel      context.CancelFunc
 
 	mu sync.Mutex
@@ -550,8 +603,9 @@ type console struct{ buf []byte }
 
 func (c *console) Len() int { return len(c.buf) }
 
-// prompt is a pending request for the user's password.
+// prompt is a pending question for the user.
 type prompt struct {
+	kind     string // PromptPassword or PromptApprove
 	reason   string
 	id       int
 	shown    bool
@@ -682,13 +736,47 @@ func (ss *vmSession) Unlock(ctx context.Context, reason string) error {
 	if !ss.interactive {
 		return fmt.Errorf("%w: no terminal to ask for the password (run `integrity unlock` first)", vm.ErrPrivLocked)
 	}
+	return ss.ask(ctx, PromptPassword, reason)
+}
+
+// Approve implements vm.Unlocker: the user allows this one operation —
+// at the terminal each time, or for the whole session with boot --allow
+// — and the privileged key is unlocked.
+func (ss *vmSession) Approve(ctx context.Context, kind, reason string) error {
+	if !ss.allowed[kind] {
+		if !ss.tty {
+			err := fmt.Errorf("%w: the OS asked to %s, and nobody is at a terminal to ask (to allow it in a script: integrity boot --allow %s)",
+				vm.ErrNotApproved, reason, kind)
+			ss.notice("[integrity] refused: " + err.Error())
+			return err
+		}
+		if err := ss.ask(ctx, PromptApprove, reason); err != nil {
+			return err
+		}
+	}
+	return ss.Unlock(ctx, reason)
+}
+
+// notice tells the user something on the console's stderr, between the
+// guest's own lines.
+func (ss *vmSession) notice(msg string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.stderr.Len() < consoleMax {
+		ss.stderr.buf = append(ss.stderr.buf, "\n"+msg+"\n"...)
+		ss.signal()
+	}
+}
+
+// ask puts a question to the console and waits for its answer.
+func (ss *vmSession) ask(ctx context.Context, kind, reason string) error {
 	ss.mu.Lock()
 	if ss.prompt != nil || ss.done {
 		ss.mu.Unlock()
 		return fmt.Errorf("%w: another prompt is pending", vm.ErrPrivLocked)
 	}
 	ss.promptSeq++
-	p := &prompt{reason: reason, id: ss.promptSeq, ch: make(chan error, 1)}
+	p := &prompt{kind: kind, reason: reason, id: ss.promptSeq, ch: make(chan error, 1)}
 	ss.prompt = p
 	ss.signal()
 	ss.mu.Unlock()
@@ -706,6 +794,9 @@ func (ss *vmSession) Unlock(ctx context.Context, reason string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-timer.C:
+		if kind == PromptApprove {
+			return fmt.Errorf("%w: nobody answered", vm.ErrNotApproved)
+		}
 		return fmt.Errorf("%w: nobody answered the password prompt", vm.ErrPrivLocked)
 	}
 }
