@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -214,10 +216,38 @@ func (r *Runtime) Check(ctx context.Context, module []byte) error {
 	if _, ok := mod.ExportedFunctions()["_start"]; !ok {
 		return errors.New("vm: the module exports no _start: build it as a wasip1 command (GOOS=wasip1 GOARCH=wasm)")
 	}
+	// The imports are resolved against the very modules Boot provides
+	// (with no devices behind them), so a misspelt function or a wrong
+	// signature is found at install, not at the next boot.
+	have := map[string]map[string]api.FunctionDefinition{}
+	wasi, err := wasi_snapshot_preview1.NewBuilder(rt).Compile(ctx)
+	if err != nil {
+		return fmt.Errorf("vm: wasi: %w", err)
+	}
+	have[wasi.Name()] = wasi.ExportedFunctions()
+	for _, b := range []wazero.HostModuleBuilder{
+		blockchainModule(rt, nil, r.log),
+		filesystemModule(rt, nil, nil, nil, r.log),
+		identityModule(rt, nil, nil, r.log),
+		networkModule(rt, nil, nil, r.log),
+	} {
+		cm, err := b.Compile(ctx)
+		if err != nil {
+			return fmt.Errorf("vm: host module: %w", err)
+		}
+		have[cm.Name()] = cm.ExportedFunctions()
+	}
 	for _, f := range mod.ImportedFunctions() {
 		m, name, _ := f.Import()
 		if !hostModule(m) {
 			return fmt.Errorf("vm: the module imports %s.%s, which this VM does not provide", m, name)
+		}
+		d, ok := have[m][name]
+		if !ok {
+			return fmt.Errorf("vm: the module imports %s.%s, which the %s module does not have (docs/VM-ABI.md)", m, name, m)
+		}
+		if !slices.Equal(d.ParamTypes(), f.ParamTypes()) || !slices.Equal(d.ResultTypes(), f.ResultTypes()) {
+			return fmt.Errorf("vm: the module imports %s.%s with another signature than the VM's (docs/VM-ABI.md)", m, name)
 		}
 	}
 	return nil

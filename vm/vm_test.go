@@ -128,6 +128,49 @@ func TestCheckWarmsCache(t *testing.T) {
 	}
 }
 
+// importModule is a minimal wasm command importing module.name with the
+// signature (params × i32) → i32 and exporting an empty _start.
+func importModule(module, name string, params int) []byte {
+	sec := func(id byte, payload ...byte) []byte { return append([]byte{id, byte(len(payload))}, payload...) }
+	typ := []byte{2, 0x60, byte(params)}
+	for range params {
+		typ = append(typ, 0x7f)
+	}
+	typ = append(typ, 1, 0x7f, 0x60, 0, 0)
+	imp := append([]byte{1, byte(len(module))}, module...)
+	imp = append(append(append(imp, byte(len(name))), name...), 0, 0)
+	out := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	out = append(out, sec(1, typ...)...)
+	out = append(out, sec(2, imp...)...)
+	out = append(out, sec(3, 1, 1)...)
+	out = append(out, sec(7, append(append([]byte{1, 6}, "_start"...), 0, 1)...)...)
+	return append(out, sec(10, 1, 2, 0, 0x0b)...)
+}
+
+// TestCheckResolvesImports: an OS that imports a host function the VM
+// lacks, or with another signature, is refused at install with its name.
+func TestCheckResolvesImports(t *testing.T) {
+	r := newRuntime(t, Options{})
+	ctx := context.Background()
+	if err := r.Check(ctx, importModule("filesystem", "publish", 3)); err != nil {
+		t.Fatalf("a correct import refused: %v", err)
+	}
+	for _, c := range []struct {
+		mod, name string
+		params    int
+		want      string
+	}{
+		{"filesystem", "format_disk", 0, "does not have"},
+		{"filesystem", "publish", 1, "another signature"},
+		{"keychain", "export", 0, "does not provide"},
+	} {
+		err := r.Check(ctx, importModule(c.mod, c.name, c.params))
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.mod+"."+c.name) {
+			t.Errorf("%s.%s/%d: %v", c.mod, c.name, c.params, err)
+		}
+	}
+}
+
 func cacheFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
