@@ -162,7 +162,10 @@ func syncDir(path string) error {
 
 // Put implements Store. A blob already present with the right size is kept
 // and r is not read (content addressing makes the bytes the same); to
-// repair a corrupted copy, Delete it first.
+// repair a corrupted copy, Delete it first. So a Put that succeeds proves
+// nothing about r: a caller that must know its client had the bytes (a
+// server selling storage) must not rely on Put for it (the image server
+// charges a hold on stored content exactly as an upload instead).
 func (d *Dir) Put(ctx context.Context, hash [32]byte, r io.Reader, size int64) error {
 	if size < 0 || size > EncryptedSize(MaxPlainSize) {
 		return fmt.Errorf("blob: put %x: size %d out of range", hash, size)

@@ -21,6 +21,7 @@ var (
 	ErrRefused         = errors.New("refused by this image server's policy")
 	ErrBadSignature    = errors.New("bad signature: the message was not signed by this key, or the challenge is unknown, used or expired")
 	ErrNotOwner        = errors.New("the signing key does not own this image on this server")
+	ErrTooManyHolders  = errors.New("this image has as many holders as the server keeps: only an existing holder can extend its hold")
 	ErrNotFound        = fmt.Errorf("image server: %w", blob.ErrNotFound)
 	ErrHashMismatch    = fmt.Errorf("image server: %w", blob.ErrHashMismatch)
 	ErrInvalidRequest  = errors.New("invalid request")
@@ -45,6 +46,7 @@ const (
 	codeQuoteExpired   = "quote_expired"
 	codeBadSignature   = "bad_signature"
 	codeNotOwner       = "not_owner"
+	codeTooManyHolders = "too_many_holders"
 	codeNotFound       = "not_found"
 	codeHashMismatch   = "hash_mismatch"
 	codeInvalidContent = "invalid_content"
@@ -67,6 +69,7 @@ var codeSentinels = map[string]error{
 	codeQuoteExpired:   ErrQuoteExpired,
 	codeBadSignature:   ErrBadSignature,
 	codeNotOwner:       ErrNotOwner,
+	codeTooManyHolders: ErrTooManyHolders,
 	codeNotFound:       ErrNotFound,
 	codeHashMismatch:   ErrHashMismatch,
 	codeInvalidContent: ErrInvalidContent,
@@ -125,6 +128,11 @@ func errorf(status int, code, format string, args ...any) *apiError {
 
 func invalid(format string, args ...any) *apiError {
 	return errorf(http.StatusBadRequest, codeInvalidRequest, "invalid request: "+format, args...)
+}
+
+// tooManyHolders refuses a new holder of hash (imageRec.addHold).
+func tooManyHolders(hash [32]byte) *apiError {
+	return errorf(http.StatusConflict, codeTooManyHolders, "%s: %x has %d live holds (each pays for its own hosting; they end when paid for)", ErrTooManyHolders, hash[:8], maxHolds)
 }
 
 func notFound(hash [32]byte) *apiError {

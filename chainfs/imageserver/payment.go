@@ -222,46 +222,50 @@ type outpoint struct {
 
 func (o outpoint) key() []byte { return []byte(fmt.Sprintf("o/%s:%d", o.TxID, o.Index)) }
 
-// payments lists the outputs paying addr, with at least minConf
-// confirmations (0: the mempool counts).
-func payments(ctx context.Context, c Chain, addr string, minConf int) ([]outpoint, []int64, error) {
+// payment is an output paying a quote's address.
+type payment struct {
+	outpoint
+	value int64
+	// confirmed: it has the confirmations the server requires.
+	confirmed bool
+}
+
+// payments lists the outputs paying addr, confirmed or not; confirmed
+// marks those with at least minConf confirmations (0: the mempool
+// counts).
+func payments(ctx context.Context, c Chain, addr string, minConf int) ([]payment, error) {
 	a, err := address.DecodeAddress(addr, c.Params())
 	if err != nil {
-		return nil, nil, fmt.Errorf("decoding quote address: %w", err)
+		return nil, fmt.Errorf("decoding quote address: %w", err)
 	}
 	script, err := txscript.PayToAddrScript(a)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	txs, err := c.AddressTxs(ctx, a)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var tipHeight int32
 	if minConf > 0 {
 		tip, err := c.Tip(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		tipHeight = tip.Height
 	}
-	var outs []outpoint
-	var values []int64
+	var out []payment
 	for _, tx := range txs {
-		conf := 0
-		if tx.Confirmed() {
-			conf = int(tipHeight-tx.Height) + 1
-		}
-		if minConf > 0 && conf < minConf {
-			continue
+		ok := minConf <= 0
+		if !ok && tx.Confirmed() {
+			ok = int(tipHeight-tx.Height)+1 >= minConf
 		}
 		id := tx.Hash().String()
 		for i, o := range tx.MsgTx.TxOut {
 			if bytes.Equal(o.PkScript, script) && o.Value > 0 {
-				outs = append(outs, outpoint{TxID: id, Index: uint32(i)})
-				values = append(values, o.Value)
+				out = append(out, payment{outpoint: outpoint{TxID: id, Index: uint32(i)}, value: o.Value, confirmed: ok})
 			}
 		}
 	}
-	return outs, values, nil
+	return out, nil
 }

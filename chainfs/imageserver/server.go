@@ -45,11 +45,14 @@ type Config struct {
 	// Policy: sizes, prices, what is accepted.
 	Policy Policy
 	// MinConfirmations a payment needs (0: in the mempool suffices,
-	// since the backend accepted it; a double spend would have to beat
-	// it there).
+	// since the backend accepted it — but an unconfirmed payment can
+	// still be double-spent after the upload it paid for is accepted;
+	// a server taking real money wants 1 or more).
 	MinConfirmations int
-	// QuoteTTL is how long a quote waits for payment; a paid quote may
-	// still be used for QuoteTTL after that. Default 1 hour.
+	// QuoteTTL is how long a quote waits for payment (only payments
+	// found by then count; see ensurePaid); a paid quote may be used for
+	// QuoteTTL after it expired or was paid, whichever is later. Default
+	// 1 hour.
 	QuoteTTL time.Duration
 	// ChallengeTTL is how long a challenge nonce stays usable. Default
 	// 10 minutes.
@@ -68,6 +71,13 @@ type Config struct {
 	// PatchSlack is how much a patch may grow an image without a quote
 	// for the new version. Default 1 MiB.
 	PatchSlack int64
+	// PatchGrace is how long the base of a patch made without a quote
+	// stays hosted for its owner: such a patch moves the owner's hold to
+	// the new version rather than copying it (else every free patch
+	// would add a free version), and other devices still reading the old
+	// version get this long to switch; the owner's release ends it at
+	// once. Default 1 hour.
+	PatchGrace time.Duration
 	// MinTransferRate sets per-request I/O deadlines: 30 s plus the
 	// body's size at this rate (bytes/s). Default 64 KiB/s.
 	MinTransferRate int64
@@ -108,6 +118,7 @@ func (c *Config) setDefaults() error {
 	def(&c.QuoteTTL, time.Hour)
 	def(&c.ChallengeTTL, 10*time.Minute)
 	def(&c.TicketTTL, 24*time.Hour)
+	def(&c.PatchGrace, time.Hour)
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 10 * time.Minute
 	}
@@ -599,34 +610,63 @@ func (s *Server) handlePay(_ http.ResponseWriter, r *http.Request) (int, any, er
 
 // ensurePaid checks the chain for the quote's payment unless it is
 // known paid. The caller holds the quote's lock.
+//
+// Only outputs found before the quote expires can pay it: every check
+// until then records what it finds (Seen), confirmed or not, and after
+// expiry those alone may still count, once they have MinConfirmations
+// (a payment made in time may take longer than the quote to confirm). A
+// payment first found after expiry never counts (410): the price and
+// term were offered only until then. It is not recorded as used either,
+// so the operator can see and refund it.
 func (s *Server) ensurePaid(ctx context.Context, q *quoteRec, txid string) error {
 	if q.Paid {
 		return nil
 	}
-	outs, values, err := payments(ctx, s.cfg.Chain, q.Address, s.cfg.MinConfirmations)
+	now := s.now()
+	expired := now.After(q.Expires)
+	if expired && len(q.Seen) == 0 {
+		return expiredUnpaid(q)
+	}
+	pays, err := payments(ctx, s.cfg.Chain, q.Address, s.cfg.MinConfirmations)
 	if err != nil {
 		s.log.Warn("checking a payment", "quote", q.ID, "err", err)
 		return errorf(http.StatusServiceUnavailable, codeChain, "%s: %v", ErrChain, err)
 	}
 	s.payMu.Lock()
 	defer s.payMu.Unlock()
-	now := s.now()
 	var mentioned bool
+	var pending int64 // found in time, awaiting confirmations
 	err = s.update(func(txn *badger.Txn) error {
+		seen := make(map[outpoint]bool, len(q.Seen))
+		for _, o := range q.Seen {
+			seen[o] = true
+		}
 		var sum int64
 		var mine []outpoint
-		for i, o := range outs {
+		pending = 0
+		for _, p := range pays {
 			var owner string
-			switch err := getJSON(txn, o.key(), &owner); {
+			switch err := getJSON(txn, p.key(), &owner); {
 			case errors.Is(err, errNoRecord):
 			case err != nil:
 				return err
 			case owner != q.ID:
 				continue // an output already counted for another quote
 			}
-			sum += values[i]
-			mine = append(mine, o)
-			mentioned = mentioned || o.TxID == txid
+			if !seen[p.outpoint] {
+				if expired {
+					continue // first found after expiry
+				}
+				seen[p.outpoint] = true
+				q.Seen = append(q.Seen, p.outpoint)
+			}
+			mentioned = mentioned || p.TxID == txid
+			if !p.confirmed {
+				pending += p.value
+				continue
+			}
+			sum += p.value
+			mine = append(mine, p.outpoint)
 		}
 		q.Received = sum
 		if sum >= q.Amount {
@@ -643,18 +683,36 @@ func (s *Server) ensurePaid(ctx context.Context, q *quoteRec, txid string) error
 	if err != nil {
 		return err
 	}
+	if !q.Paid && expired && q.Received+pending < q.Amount {
+		return expiredUnpaid(q)
+	}
 	if txid != "" && !mentioned {
-		return invalid("transaction %s does not pay this quote's address %s (with %d confirmations)", txid, q.Address, s.cfg.MinConfirmations)
+		return invalid("transaction %s does not pay this quote's address %s (or was first seen after the quote expired)", txid, q.Address)
 	}
 	if !q.Paid {
-		if now.After(q.Expires) {
-			return errorf(http.StatusGone, codeQuoteExpired, "%s: quote %s expired unpaid at %s", ErrQuoteExpired, q.ID, q.Expires.UTC().Format(time.RFC3339))
+		msg := fmt.Sprintf("%s: quote %s asks %d sat at %s; %d sat received (with %d confirmations)", ErrUnpaid, q.ID, q.Amount, q.Address, q.Received, s.cfg.MinConfirmations)
+		if pending > 0 {
+			msg += fmt.Sprintf(", %d sat more awaiting confirmations", pending)
 		}
-		return &apiError{status: http.StatusPaymentRequired, code: codeUnpaid, amount: q.Amount, received: q.Received,
-			msg: fmt.Sprintf("%s: quote %s asks %d sat at %s; %d sat received (with %d confirmations)", ErrUnpaid, q.ID, q.Amount, q.Address, q.Received, s.cfg.MinConfirmations)}
+		return &apiError{status: http.StatusPaymentRequired, code: codeUnpaid, amount: q.Amount, received: q.Received, msg: msg}
 	}
 	s.log.Info("quote paid", "id", q.ID, "amount", q.Amount, "received", q.Received)
 	return nil
+}
+
+func expiredUnpaid(q *quoteRec) *apiError {
+	return errorf(http.StatusGone, codeQuoteExpired, "%s: quote %s expired unpaid at %s (a payment first seen after that does not count; ask the operator to refund it)",
+		ErrQuoteExpired, q.ID, q.Expires.UTC().Format(time.RFC3339))
+}
+
+// stale reports whether a paid upload quote can no longer be used: it
+// serves for QuoteTTL after it expired or was paid, whichever is later.
+func (s *Server) stale(q *quoteRec, now time.Time) bool {
+	t := q.Expires
+	if q.PaidAt.After(t) {
+		t = q.PaidAt
+	}
+	return now.After(t.Add(s.cfg.QuoteTTL))
 }
 
 // hosted loads an image that is hosted now (an image whose holds have all
@@ -743,7 +801,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) (int, any,
 		return 0, nil, err
 	}
 	now := s.now()
-	if now.After(q.Expires.Add(s.cfg.QuoteTTL)) {
+	if s.stale(q, now) {
 		return 0, nil, errorf(http.StatusGone, codeQuoteExpired, "%s: quote %s was paid but not used in time", ErrQuoteExpired, qid)
 	}
 	if pub != nil {
@@ -758,8 +816,22 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) (int, any,
 	}
 	defer release()
 	defer s.locks.lock("i/" + q.Hash)()
+	// Content already here is not sent again (blob.Dir keeps its copy and
+	// reads nothing): the paid quote checked above, exactly as for new
+	// content, is what buys the hold; its visibility is checked against
+	// the record below, so a public quote cannot buy a private hold.
+	rec, err := s.loadImage(hash)
+	if errors.Is(err, errNoRecord) {
+		rec, err = nil, nil
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	if rec != nil && rec.holdFull(pub, now) {
+		return 0, nil, tooManyHolders(hash)
+	}
 	s.deadline(w, q.Size)
-	kind, public, err := s.store(r.Context(), hash, http.MaxBytesReader(w, r.Body, q.Size), q.Size)
+	kind, public, err := s.store(r.Context(), hash, http.MaxBytesReader(w, r.Body, q.Size), q.Size, rec)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -767,14 +839,13 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) (int, any,
 		s.dropIfUnhosted(r.Context(), hash)
 		return 0, nil, errorf(http.StatusUnprocessableEntity, codeInvalidContent, "%s: the quote was for a %s upload, the content is %s", ErrInvalidContent, visibility(q.Public), visibility(public))
 	}
-	rec, err := s.loadImage(hash)
-	if errors.Is(err, errNoRecord) {
-		rec, err = &imageRec{Hash: q.Hash, Size: q.Size, Content: kind, Public: public, Created: now}, nil
+	if rec == nil {
+		rec = &imageRec{Hash: q.Hash, Size: q.Size, Content: kind, Public: public, Created: now}
 	}
-	if err != nil {
-		return 0, nil, err
+	if err := rec.addHold(hold{Owner: pub, Until: now.Add(time.Duration(q.Days) * 24 * time.Hour), Quote: q.ID, Size: q.Size}, now); err != nil {
+		s.dropIfUnhosted(r.Context(), hash)
+		return 0, nil, tooManyHolders(hash)
 	}
-	rec.addHold(hold{Owner: pub, Until: now.Add(time.Duration(q.Days) * 24 * time.Hour), Quote: q.ID})
 	q.Used = true
 	err = s.update(func(txn *badger.Txn) error {
 		rec.V, q.V = recVersion, recVersion
@@ -805,8 +876,11 @@ func (s *Server) hostedJSON(rec *imageRec) hostedJSON {
 // store writes content into the blob directory — visible there only once
 // its hash is verified — and checks it is an image or blob the policy
 // accepts. On failure nothing new stays stored. The caller holds the
-// image's lock.
-func (s *Server) store(ctx context.Context, hash [32]byte, body io.Reader, size int64) (string, bool, error) {
+// image's lock. known is the content's record if it has one: then the
+// content was inspected when it first came and is what the record says
+// (same hash, same bytes), and is not inspected again — a hold bought on
+// a large public image does not make the server verify it all again.
+func (s *Server) store(ctx context.Context, hash [32]byte, body io.Reader, size int64, known *imageRec) (string, bool, error) {
 	if err := s.blobs.Put(ctx, hash, body, size); err != nil {
 		var tooLarge *http.MaxBytesError
 		switch {
@@ -822,6 +896,9 @@ func (s *Server) store(ctx context.Context, hash [32]byte, body io.Reader, size 
 			return "", false, invalid("upload interrupted: %v", err)
 		}
 		return "", false, err
+	}
+	if known != nil && known.Size == size {
+		return known.Content, known.Public, nil
 	}
 	kind, public, err := s.inspect(ctx, hash, size)
 	if err != nil {
@@ -1121,9 +1198,13 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) (int, any, 
 	if err != nil {
 		return 0, nil, err
 	}
-	until := base.ownerUntil(pub, now)
-	if until.IsZero() {
+	held, ok := base.ownerHold(pub, now)
+	if !ok {
 		return 0, nil, errorf(http.StatusForbidden, codeNotOwner, "%s: %x is not an owner of %x here", ErrNotOwner, pub, hash[:8])
+	}
+	if newHash == hash {
+		// Nothing changes (and moving the hold onto itself would cut it).
+		return http.StatusOK, s.hostedJSON(base), nil
 	}
 	if base.Size > s.cfg.MaxPatchBase {
 		return 0, nil, errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%s: this server patches images up to %d bytes; upload the new version", ErrTooLarge, s.cfg.MaxPatchBase)
@@ -1149,24 +1230,26 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) (int, any, 
 	if outLen > s.cfg.Policy.MaxSize {
 		return 0, nil, errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%s: the patched image would be %d bytes, the limit is %d", ErrTooLarge, outLen, s.cfg.Policy.MaxSize)
 	}
+	// A patch with a quote is paid: the new version is hosted for the
+	// quote's term and the base keeps its holds. Without one it is free
+	// and moves the owner's hold (below) — allowed unless, on a server
+	// that charges for hosting it, the new version exceeds the size the
+	// hold was paid for by more than the slack.
 	var q *quoteRec
 	price := s.cfg.Policy.PricePerMBDay
 	if base.Public {
 		price = s.cfg.Policy.PublicPricePerMBDay
 	}
-	if outLen > base.Size+s.cfg.PatchSlack && price > 0 {
-		if qid == "" {
-			return 0, nil, &apiError{status: http.StatusPaymentRequired, code: codeUnpaid,
-				msg: fmt.Sprintf("%s: the patch grows the image by %d bytes; pay an upload quote for the new hash and size and send it in %s", ErrUnpaid, outLen-base.Size, HeaderQuote)}
+	if qid == "" {
+		if err := s.freePatchFits(held, outLen, price); err != nil {
+			return 0, nil, err
 		}
+	} else {
 		defer s.locks.lock("q/" + qid)()
 		if q, err = s.quote(qid); err != nil {
 			return 0, nil, err
 		}
-		if q.Kind != KindUpload || q.Hash != hex.EncodeToString(newHash[:]) || q.Size != outLen || q.Used {
-			return 0, nil, invalid("quote %s is not an unused upload quote for %x and %d bytes", qid, newHash[:8], outLen)
-		}
-		if err := s.ensurePaid(r.Context(), q, ""); err != nil {
+		if err := s.checkPatchQuote(r.Context(), q, newHash, outLen, base.Public, price, now); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -1187,9 +1270,33 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) (int, any, 
 	if sum := sha256.Sum256(out); sum != newHash {
 		return 0, nil, errorf(http.StatusConflict, codeHashMismatch, "%s: the patched image hashes to %x, not %x", ErrHashMismatch, sum, newHash)
 	}
+	// Both records change together: lock both (in a fixed order), and
+	// take the owner's hold on the base afresh — a concurrent patch of
+	// the same base may have moved it meanwhile.
+	defer s.lockImages(hash, newHash)()
+	if base, err = s.hosted(hash); err != nil {
+		return 0, nil, err
+	}
+	if held, ok = base.ownerHold(pub, now); !ok {
+		return 0, nil, errorf(http.StatusForbidden, codeNotOwner, "%s: %x is not an owner of %x here", ErrNotOwner, pub, hash[:8])
+	}
+	if q == nil {
+		if err := s.freePatchFits(held, outLen, price); err != nil {
+			return 0, nil, err
+		}
+	}
+	rec, err := s.loadImage(newHash)
+	if errors.Is(err, errNoRecord) {
+		rec, err = nil, nil
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	if rec != nil && rec.holdFull(pub, now) {
+		return 0, nil, tooManyHolders(newHash)
+	}
 	newHex := hex.EncodeToString(newHash[:])
-	defer s.locks.lock("i/" + newHex)()
-	kind, public, err := s.storeBytes(r.Context(), newHash, out)
+	kind, public, err := s.storeBytes(r.Context(), newHash, out, rec)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -1197,24 +1304,23 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) (int, any, 
 		s.dropIfUnhosted(r.Context(), newHash)
 		return 0, nil, errorf(http.StatusUnprocessableEntity, codeInvalidContent, "%s: the patch turns a %s %s into a %s %s", ErrInvalidContent, visibility(base.Public), base.Content, visibility(public), kind)
 	}
-	rec, err := s.loadImage(newHash)
-	if errors.Is(err, errNoRecord) {
-		rec, err = &imageRec{Hash: newHex, Size: int64(len(out)), Content: kind, Public: public, Created: now, Parent: base.Hash}, nil
+	if rec == nil {
+		rec = &imageRec{Hash: newHex, Size: int64(len(out)), Content: kind, Public: public, Created: now, Parent: base.Hash}
 	}
-	if err != nil {
-		return 0, nil, err
-	}
-	h := hold{Owner: pub, Until: until}
+	h := hold{Owner: pub, Until: held.Until, Size: held.Size}
 	if q != nil {
-		h.Quote = q.ID
-		if t := now.Add(time.Duration(q.Days) * 24 * time.Hour); t.After(h.Until) {
-			h.Until = t
-		}
+		h = hold{Owner: pub, Until: now.Add(time.Duration(q.Days) * 24 * time.Hour), Quote: q.ID, Size: q.Size}
 		q.Used = true
 	}
-	rec.addHold(h)
+	if err := rec.addHold(h, now); err != nil {
+		s.dropIfUnhosted(r.Context(), newHash)
+		return 0, nil, tooManyHolders(newHash)
+	}
+	if q == nil {
+		base.cutHolds(pub, now.Add(s.cfg.PatchGrace))
+	}
 	err = s.update(func(txn *badger.Txn) error {
-		rec.V = recVersion
+		rec.V, base.V = recVersion, recVersion
 		if err := setJSON(txn, imageKey(newHash), rec, 0); err != nil {
 			return err
 		}
@@ -1222,18 +1328,57 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) (int, any, 
 			q.V = recVersion
 			return setJSON(txn, quoteKey(q.ID), q, s.quoteKeep())
 		}
-		return nil
+		return setJSON(txn, imageKey(hash), base, 0)
 	})
 	if err != nil {
 		return 0, nil, err
 	}
-	s.log.Info("patched", "base", base.Hash[:16], "new", newHex[:16], "delta", len(d), "size", len(out))
+	s.log.Info("patched", "base", base.Hash[:16], "new", newHex[:16], "delta", len(d), "size", len(out), "paid", q != nil)
 	return http.StatusOK, s.hostedJSON(rec), nil
 }
 
+// freePatchFits checks that a patch without a quote may produce size
+// bytes under held: anything goes where hosting is free, else at most
+// the size held was paid for plus PatchSlack.
+func (s *Server) freePatchFits(held hold, size, price int64) error {
+	if price <= 0 || size <= held.Size+s.cfg.PatchSlack {
+		return nil
+	}
+	return &apiError{status: http.StatusPaymentRequired, code: codeUnpaid, amount: amount(size, s.cfg.Policy.MinDays, price),
+		msg: fmt.Sprintf("%s: the patched image would be %d bytes; the hold was paid for %d (and %d more are free): pay an upload quote for the new hash and size and send it in %s",
+			ErrUnpaid, size, held.Size, s.cfg.PatchSlack, HeaderQuote)}
+}
+
+// checkPatchQuote checks the quote a patch pays with: an unused upload
+// quote for the new version's hash and size, of the base's visibility
+// (so a private image is not grown at the public price), priced at what
+// the policy charges for that size and term, paid (the chain is checked
+// if need be) and not stale. The caller holds the quote's lock.
+func (s *Server) checkPatchQuote(ctx context.Context, q *quoteRec, newHash [32]byte, size int64, public bool, price int64, now time.Time) error {
+	switch {
+	case q.Kind != KindUpload || q.Hash != hex.EncodeToString(newHash[:]) || q.Size != size:
+		return invalid("quote %s is not an upload quote for %x and %d bytes", q.ID, newHash[:8], size)
+	case q.Public != public:
+		return invalid("quote %s is for hosting a %s image; the patched image is %s", q.ID, visibility(q.Public), visibility(public))
+	case q.Used:
+		return errorf(http.StatusConflict, codePaymentUsed, "%s: quote %s already paid for an upload", ErrPaymentUsed, q.ID)
+	}
+	if want := amount(size, q.Days, price); q.Amount < want {
+		return &apiError{status: http.StatusPaymentRequired, code: codeUnpaid, amount: want,
+			msg: fmt.Sprintf("%s: quote %s asks %d sat; hosting %d %s bytes for %d days costs %d here now: ask for a new quote", ErrUnpaid, q.ID, q.Amount, size, visibility(public), q.Days, want)}
+	}
+	if err := s.ensurePaid(ctx, q, ""); err != nil {
+		return err
+	}
+	if s.stale(q, now) {
+		return errorf(http.StatusGone, codeQuoteExpired, "%s: quote %s was paid but not used in time", ErrQuoteExpired, q.ID)
+	}
+	return nil
+}
+
 // storeBytes is store for content in memory.
-func (s *Server) storeBytes(ctx context.Context, hash [32]byte, b []byte) (string, bool, error) {
-	return s.store(ctx, hash, bytes.NewReader(b), int64(len(b)))
+func (s *Server) storeBytes(ctx context.Context, hash [32]byte, b []byte, known *imageRec) (string, bool, error) {
+	return s.store(ctx, hash, bytes.NewReader(b), int64(len(b)), known)
 }
 
 func (s *Server) handleRelease(_ http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -42,7 +42,10 @@ type quoteRec struct {
 	PaidAt    time.Time  `json:"paid_at,omitzero"`
 	Received  int64      `json:"received,omitempty"`
 	Outpoints []outpoint `json:"outpoints,omitempty"`
-	Used      bool       `json:"used,omitempty"`
+	// Seen are the outputs paying Address found before the quote
+	// expired: only they may still count after it, once confirmed.
+	Seen []outpoint `json:"seen,omitempty"`
+	Used bool       `json:"used,omitempty"`
 	// Served counts the bytes a download ticket has served.
 	Served int64 `json:"served,omitempty"`
 }
@@ -51,6 +54,11 @@ type hold struct {
 	Owner []byte    `json:"owner,omitempty"` // compressed public key; none: anonymous
 	Until time.Time `json:"until"`
 	Quote string    `json:"quote,omitempty"`
+	// Size is the content size the hold was paid for (0 in records from
+	// before it was kept: the image's size). A free patch may grow the
+	// image to Size + PatchSlack, and the moved hold keeps Size, so a
+	// chain of free patches cannot grow an image without bound.
+	Size int64 `json:"size,omitempty"`
 }
 
 type imageRec struct {
@@ -64,8 +72,10 @@ type imageRec struct {
 	Parent  string    `json:"parent,omitempty"`
 }
 
-// maxHolds bounds the holds on one image (uploads of the same bytes by
-// several payers, patches). Beyond it, the hold ending soonest goes.
+// maxHolds bounds the live holds on one image (uploads of the same bytes
+// by several payers, patches). A hold is never pushed out by another
+// owner's: beyond the limit a new holder is refused (holdFull), while an
+// existing holder extends its own hold.
 const maxHolds = 64
 
 func (r *imageRec) until() time.Time {
@@ -88,6 +98,21 @@ func (r *imageRec) owners() int {
 	return len(seen)
 }
 
+// ownerHold is owner's live hold ending last.
+func (r *imageRec) ownerHold(owner []byte, now time.Time) (hold, bool) {
+	var best hold
+	ok := false
+	for _, h := range r.Holds {
+		if string(h.Owner) == string(owner) && h.Until.After(now) && (!ok || h.Until.After(best.Until)) {
+			best, ok = h, true
+		}
+	}
+	if ok && best.Size <= 0 {
+		best.Size = r.Size
+	}
+	return best, ok
+}
+
 // ownerUntil is the latest hold of owner, or zero.
 func (r *imageRec) ownerUntil(owner []byte, now time.Time) time.Time {
 	var t time.Time
@@ -99,16 +124,63 @@ func (r *imageRec) ownerUntil(owner []byte, now time.Time) time.Time {
 	return t
 }
 
-func (r *imageRec) addHold(h hold) {
-	r.Holds = append(r.Holds, h)
-	if len(r.Holds) > maxHolds {
-		earliest := 0
-		for i, x := range r.Holds {
-			if x.Until.Before(r.Holds[earliest].Until) {
-				earliest = i
-			}
+// dropEnded removes the holds that ended by now.
+func (r *imageRec) dropEnded(now time.Time) {
+	keep := r.Holds[:0]
+	for _, h := range r.Holds {
+		if h.Until.After(now) {
+			keep = append(keep, h)
 		}
-		r.Holds = append(r.Holds[:earliest], r.Holds[earliest+1:]...)
+	}
+	r.Holds = keep
+}
+
+// holdFull reports whether addHold would refuse owner: it holds nothing
+// live here and maxHolds others do.
+func (r *imageRec) holdFull(owner []byte, now time.Time) bool {
+	live := 0
+	for _, h := range r.Holds {
+		if !h.Until.After(now) {
+			continue
+		}
+		if string(h.Owner) == string(owner) {
+			return false
+		}
+		live++
+	}
+	return live >= maxHolds
+}
+
+// addHold adds h, first dropping ended holds. An owner (or the anonymous
+// "owner", nil) already holding the image has its hold extended to
+// h.Until instead, so one payer cannot take up several places; a new
+// owner beyond maxHolds live holds is refused (errTooManyHolders), so
+// nobody can push out a holder by adding holds of their own.
+func (r *imageRec) addHold(h hold, now time.Time) error {
+	r.dropEnded(now)
+	for i := range r.Holds {
+		x := &r.Holds[i]
+		if string(x.Owner) != string(h.Owner) {
+			continue
+		}
+		if h.Until.After(x.Until) {
+			*x = h
+		}
+		return nil
+	}
+	if len(r.Holds) >= maxHolds {
+		return errTooManyHolders
+	}
+	r.Holds = append(r.Holds, h)
+	return nil
+}
+
+// cutHolds ends owner's holds at until, where they last longer.
+func (r *imageRec) cutHolds(owner []byte, until time.Time) {
+	for i := range r.Holds {
+		if string(r.Holds[i].Owner) == string(owner) && r.Holds[i].Until.After(until) {
+			r.Holds[i].Until = until
+		}
 	}
 }
 
@@ -120,6 +192,9 @@ type challengeRec struct {
 }
 
 var errNoRecord = errors.New("no record")
+
+// errTooManyHolders: see imageRec.addHold; handlers answer tooManyHolders.
+var errTooManyHolders = errors.New("too many holders")
 
 func quoteKey(id string) []byte      { return []byte("q/" + id) }
 func imageKey(hash [32]byte) []byte  { return []byte("i/" + hex.EncodeToString(hash[:])) }
@@ -225,6 +300,21 @@ func openDB(dir string, log *slog.Logger) (*badger.DB, error) {
 		return nil, fmt.Errorf("opening state database in %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// lockImages locks two images' records, in hash order so two patches
+// between the same pair cannot deadlock; it returns the unlock.
+func (s *Server) lockImages(a, b [32]byte) func() {
+	x, y := hex.EncodeToString(a[:]), hex.EncodeToString(b[:])
+	if x > y {
+		x, y = y, x
+	}
+	ux := s.locks.lock("i/" + x)
+	if x == y {
+		return ux
+	}
+	uy := s.locks.lock("i/" + y)
+	return func() { uy(); ux() }
 }
 
 // keyLocks serialises work on one key (a quote, an image).
