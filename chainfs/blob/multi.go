@@ -6,8 +6,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
+	"os"
 )
 
 // Multi is a Store over several stores holding copies of the same blobs —
@@ -15,15 +15,16 @@ import (
 // skip one that fails or serves wrong bytes, reporting it; writes go to
 // every store.
 //
-// What "wrong bytes" can be detected depends on the read: Copy and Load
-// verify the whole hash, and Reader/DecryptRange authenticate every chunk,
-// so all of them move on to the next store when a copy is bad. GetRange
-// alone cannot check anything (it has no key), and Get streams: a bad copy
-// is only found at the end of the stream, after its bytes were handed out,
-// so Get reports it and fails rather than switching stores mid-stream.
+// What "wrong bytes" can be detected depends on the read: Copy, Load and
+// Get verify the whole hash, and Reader/DecryptRange authenticate every
+// chunk, so all of them move on to the next store when a copy is bad.
+// GetRange alone cannot check anything (it has no key). Get keeps each copy
+// in a temporary file until its hash checks out (a whole-blob hash cannot
+// be checked piecewise), so no byte of a bad copy reaches its caller.
 type Multi struct {
 	stores []Store
 	report func(store int, err error)
+	spool  string // where Get keeps a copy while checking it ("": os.TempDir())
 }
 
 // NewMulti returns a Multi over stores, tried in the given order. report,
@@ -32,6 +33,14 @@ type Multi struct {
 // index in stores. report must be safe for concurrent use if the Multi is.
 func NewMulti(report func(store int, err error), stores ...Store) *Multi {
 	return &Multi{stores: append([]Store(nil), stores...), report: report}
+}
+
+// SpoolDir sets the folder where Get keeps a copy while it checks it
+// (default os.TempDir()); the file is unlinked at once and gone when the
+// reader is closed. Call it before the Multi is used. It returns m.
+func (m *Multi) SpoolDir(dir string) *Multi {
+	m.spool = dir
+	return m
 }
 
 func (m *Multi) skip(i int, err error) {
@@ -88,21 +97,54 @@ func (m *Multi) Put(ctx context.Context, hash [32]byte, r io.Reader, size int64)
 	return errors.Join(errs...)
 }
 
-// Get streams the blob from the first store that opens it. The stream is
-// verified at its end (see the type doc).
+// Get returns the blob from the first store whose copy hashes right. Each
+// copy is read whole into a temporary file (SpoolDir) and checked before
+// Get returns, so a store that fails or serves wrong bytes is reported and
+// the next one tried, as with Copy; the reader then serves checked bytes.
 func (m *Multi) Get(ctx context.Context, hash [32]byte) (io.ReadCloser, error) {
-	var out io.ReadCloser
-	i := -1
+	var out *os.File
 	err := m.Each(ctx, hash, func(s Store) error {
-		i++
-		rc, err := s.Get(ctx, hash)
+		f, err := m.spoolFrom(ctx, s, hash)
 		if err != nil {
-			return sourceError{err}
+			return err
 		}
-		out = &multiReader{rc: rc, h: sha256.New(), want: hash, m: m, i: i}
+		out = f
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// spoolFrom copies s's copy of the blob into an unlinked temporary file
+// and checks its hash. Failures of s are sourceErrors; a failure of the
+// temporary file (a full disk) is not s's fault and stops the Multi.
+func (m *Multi) spoolFrom(ctx context.Context, s Store, hash [32]byte) (*os.File, error) {
+	rc, err := s.Get(ctx, hash)
+	if err != nil {
+		return nil, sourceError{err}
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(m.spool, "blob-get-*")
+	if err != nil {
+		return nil, fmt.Errorf("blob %x: spooling a download: %w", hash[:8], err)
+	}
+	_ = os.Remove(f.Name()) // gone when closed
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h), sourceReader{ctxReader{ctx, rc}}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blob %x: %w", hash[:8], err)
+	}
+	if sum := h.Sum(nil); subtle.ConstantTimeCompare(sum, hash[:]) != 1 {
+		f.Close()
+		return nil, fmt.Errorf("%w: a copy of %x hashes to %x", ErrHashMismatch, hash, sum)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blob %x: spooling a download: %w", hash[:8], err)
+	}
+	return f, nil
 }
 
 // GetRange returns the range from the first store that serves it. The
@@ -156,38 +198,3 @@ func (m *Multi) Delete(ctx context.Context, hash [32]byte) error {
 	}
 	return errors.Join(errs...)
 }
-
-// multiReader checks a stream from one of Multi's stores at EOF (the store
-// ought to do so itself; this also covers stores that do not) and reports
-// the store if the stream fails.
-type multiReader struct {
-	rc   io.ReadCloser
-	h    hash.Hash
-	want [32]byte
-	m    *Multi
-	i    int
-	done bool
-}
-
-func (r *multiReader) Read(p []byte) (int, error) {
-	if r.done {
-		return 0, io.EOF
-	}
-	n, err := r.rc.Read(p)
-	r.h.Write(p[:n])
-	if err == nil {
-		return n, nil
-	}
-	r.done = true
-	if err == io.EOF {
-		if sum := r.h.Sum(nil); subtle.ConstantTimeCompare(sum, r.want[:]) != 1 {
-			err = fmt.Errorf("%w: store %d served bytes hashing to %x for %x", ErrHashMismatch, r.i, sum, r.want)
-		}
-	}
-	if err != io.EOF {
-		r.m.skip(r.i, err)
-	}
-	return n, err
-}
-
-func (r *multiReader) Close() error { return r.rc.Close() }

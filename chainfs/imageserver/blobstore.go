@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/integrity-sys/integrity/chainfs/blob"
 )
@@ -13,7 +14,9 @@ import (
 // StoreOptions configure a Store.
 type StoreOptions struct {
 	// Payer pays upload quotes and, on servers that charge for them,
-	// download quotes. Nil: only free servers work.
+	// download quotes. Nil: only free servers work. Downloads are paid
+	// without asking anyone, so give a LimitedPayer (WalletPayer is one):
+	// a quote above its limit fails with ErrOverLimit, unpaid.
 	Payer Payer
 	// Days is the hosting period bought by Put (0: the server's minimum).
 	Days int
@@ -37,12 +40,27 @@ type Store struct {
 	opts StoreOptions
 
 	mu      sync.Mutex
-	tickets map[[32]byte]string // paid download quotes
+	tickets map[[32]byte]ticket // paid download quotes
+	// buy serialises ticket purchases: reads refused together pay once.
+	buy sync.Mutex
 }
+
+// ticket is a paid download quote.
+type ticket struct {
+	id     string
+	bought time.Time
+}
+
+// ticketRebuyAfter: a server that refuses a ticket sooner than this after
+// it was bought is not paid again for the same content (else a server
+// could refuse every ticket and be paid on every read); it fails like any
+// other broken server, and a Multi moves on. An honest ticket serves
+// twice the content's size for a day (docs/IMAGE-SERVER.md).
+const ticketRebuyAfter = 10 * time.Minute
 
 // NewStore returns a Store over c.
 func NewStore(c *Client, opts StoreOptions) *Store {
-	return &Store{c: c, opts: opts, tickets: make(map[[32]byte]string)}
+	return &Store{c: c, opts: opts, tickets: make(map[[32]byte]ticket)}
 }
 
 var _ blob.Store = (*Store)(nil)
@@ -92,21 +110,44 @@ func (s *Store) withTicket(ctx context.Context, hash [32]byte, fn func(ticket st
 	s.mu.Lock()
 	t := s.tickets[hash]
 	s.mu.Unlock()
-	err := fn(t)
+	err := fn(t.id)
 	if !errors.Is(err, ErrUnpaid) || s.opts.Payer == nil {
 		return err
 	}
+	if t, err = s.buyTicket(ctx, hash, t); err != nil {
+		return err
+	}
+	return fn(t.id)
+}
+
+// buyTicket buys a download ticket for hash to replace had, which the
+// server refused — unless another read bought one meanwhile (then that
+// one is tried), or had itself is too recent to be used up.
+func (s *Store) buyTicket(ctx context.Context, hash [32]byte, had ticket) (ticket, error) {
+	s.buy.Lock()
+	defer s.buy.Unlock()
+	s.mu.Lock()
+	cur := s.tickets[hash]
+	s.mu.Unlock()
+	if cur.id != had.id {
+		return cur, nil
+	}
+	if age := time.Since(cur.bought); cur.id != "" && age < ticketRebuyAfter {
+		return ticket{}, fmt.Errorf("%w: %s refuses download ticket %s, paid %s ago: not paying it again for %x",
+			ErrUnpaid, s.c.URL(), cur.id, age.Round(time.Second), hash[:8])
+	}
 	q, err := s.c.Quote(ctx, QuoteRequest{Kind: KindDownload, Hash: hash})
 	if err != nil {
-		return err
+		return ticket{}, err
 	}
 	if q, err = s.c.Pay(ctx, q, s.opts.Payer); err != nil {
-		return err
+		return ticket{}, err
 	}
+	t := ticket{id: q.ID, bought: time.Now()}
 	s.mu.Lock()
-	s.tickets[hash] = q.ID
+	s.tickets[hash] = t
 	s.mu.Unlock()
-	return fn(q.ID)
+	return t, nil
 }
 
 // Has reports whether the server hosts the blob (blob.Store).

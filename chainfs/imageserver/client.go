@@ -93,8 +93,66 @@ type Payer interface {
 	Pay(ctx context.Context, address string, amount int64) (txid string, err error)
 }
 
-// WalletPayer pays from a chainfs wallet on the given network.
-func WalletPayer(w *wallet.Wallet, params *chaincfg.Params) Payer { return walletPayer{w, params} }
+// DefaultMaxPrice is the most a client pays for one quote unless told
+// otherwise: 100,000 sat (0.001 BTC). Prices come from servers, and
+// servers from whoever published an image (a mount by address, a nested
+// image), so without a cap a hostile server could ask for the whole
+// wallet. The default is far above honest prices for ordinary content
+// (a year of hosting 25 MiB at 10 sat per MiB-day is 91,250 sat; a
+// download is priced per MiB, not per day), yet a lost payment at most
+// that large is small.
+const DefaultMaxPrice int64 = 100_000
+
+// ErrOverLimit: a quote's price is above the payer's limit, so nothing
+// was paid.
+var ErrOverLimit = errors.New("price over the spending limit: nothing was paid")
+
+// A LimitedPayer refuses payments above its limit (which may depend on
+// the context: an explicit command may allow more than background
+// work). Client.Pay checks a quote's whole price against it before paying
+// any of it.
+type LimitedPayer interface {
+	Payer
+	MaxPrice(ctx context.Context) int64
+}
+
+// LimitPayer caps p: each payment, and each quote Client.Pay pays with
+// it, is at most limit(ctx) satoshis (DefaultMaxPrice if limit is nil or
+// says 0 or less). A limit on p itself is replaced, not stacked, so a
+// command can allow more than WalletPayer's default.
+func LimitPayer(p Payer, limit func(ctx context.Context) int64) Payer {
+	if lp, ok := p.(limitPayer); ok {
+		p = lp.p
+	}
+	return limitPayer{p: p, limit: limit}
+}
+
+type limitPayer struct {
+	p     Payer
+	limit func(context.Context) int64
+}
+
+func (l limitPayer) MaxPrice(ctx context.Context) int64 {
+	if l.limit != nil {
+		if n := l.limit(ctx); n > 0 {
+			return n
+		}
+	}
+	return DefaultMaxPrice
+}
+
+func (l limitPayer) Pay(ctx context.Context, addr string, amount int64) (string, error) {
+	if max := l.MaxPrice(ctx); amount > max {
+		return "", fmt.Errorf("%w: a payment of %d sat to %s is over the limit of %d sat per payment", ErrOverLimit, amount, addr, max)
+	}
+	return l.p.Pay(ctx, addr, amount)
+}
+
+// WalletPayer pays from a chainfs wallet on the given network, at most
+// DefaultMaxPrice per payment (LimitPayer sets another limit).
+func WalletPayer(w *wallet.Wallet, params *chaincfg.Params) Payer {
+	return limitPayer{p: walletPayer{w, params}}
+}
 
 type walletPayer struct {
 	w      *wallet.Wallet
@@ -203,13 +261,25 @@ func (c *Client) ConfirmPayment(ctx context.Context, id, txid string) (Quote, er
 }
 
 // Pay pays a quote with p — unless it is free or paid — and waits (up
-// to ten tries, within ctx) for the server to see the payment.
+// to ten tries, within ctx) for the server to see the payment. A quote
+// priced above a LimitedPayer's limit is refused (ErrOverLimit) before
+// anything is paid.
 func (c *Client) Pay(ctx context.Context, q Quote, p Payer) (Quote, error) {
 	if q.Paid || q.Amount == 0 {
 		return q, nil
 	}
 	if p == nil {
 		return q, fmt.Errorf("%w: quote %s asks %d sat and no payer was given", ErrUnpaid, q.ID, q.Amount)
+	}
+	if lp, ok := p.(LimitedPayer); ok {
+		if max := lp.MaxPrice(ctx); q.Amount > max {
+			what := "to host"
+			if q.Kind == KindDownload {
+				what = "to download"
+			}
+			return q, fmt.Errorf("%w: image server %s asks %d sat %s %x, over the limit of %d sat per payment",
+				ErrOverLimit, c.base, q.Amount, what, q.Hash[:8], max)
+		}
 	}
 	// The rest of a partial payment, but never a dust output.
 	txid, err := p.Pay(ctx, q.Address, max(q.Amount-q.Received, DustLimit))

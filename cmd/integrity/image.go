@@ -32,6 +32,7 @@ into a new version. docs/IMAGE-SERVER.md, docs/PROTOCOL.md.`,
 	var servers []string
 	var public bool
 	var days int
+	var maxPrice int64
 	create := &cobra.Command{
 		Use:   "create LOCALDIR [PATH]",
 		Short: "Pack a folder of this machine, host it on image servers and mount it at PATH",
@@ -40,7 +41,9 @@ into a new version. docs/IMAGE-SERVER.md, docs/PROTOCOL.md.`,
 to host it, upload it (to the first server; the others get it forwarded
 when they can) and mount it at PATH. Prints the image's reference, which
 ` + "`integrity image mount`" + ` takes. --public leaves it unencrypted: anyone
-may mount it.`,
+may mount it. Hosting is bought for --days (default: your System's term,
+365 days unless ` + "`integrity image settings --days`" + `); a server asking
+more than --max-price for one payment is refused before anything is paid.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			local, err := filepath.Abs(args[0])
@@ -52,7 +55,7 @@ may mount it.`,
 				p = args[1]
 			}
 			var res system.ImageResult
-			err = a.imageCall(cmd.Context(), "image.create", system.ImageArgs{Local: local, Path: p, Servers: servers, Public: public, Days: days}, &res)
+			err = a.imageCall(cmd.Context(), "image.create", system.ImageArgs{Local: local, Path: p, Servers: servers, Public: public, Days: days, MaxPrice: maxPrice}, &res)
 			if err != nil {
 				return err
 			}
@@ -62,9 +65,11 @@ may mount it.`,
 	}
 	create.Flags().StringSliceVar(&servers, "server", nil, "image server URL (repeat for several; default: `integrity image servers`)")
 	create.Flags().BoolVar(&public, "public", false, "leave the image unencrypted: anyone may mount it")
-	create.Flags().IntVar(&days, "days", 0, "days of hosting to buy (default: each server's minimum)")
+	create.Flags().IntVar(&days, "days", 0, "days of hosting to buy (default: your System's term, see `integrity image settings`)")
+	create.Flags().Int64Var(&maxPrice, "max-price", 0, maxPriceUsage)
 
 	var mservers []string
+	var mmaxPrice int64
 	mount := &cobra.Command{
 		Use:   "mount IMAGE PATH",
 		Short: "Mount an image at PATH: by reference, hash, or the address of a published folder with one",
@@ -73,11 +78,12 @@ the reference ` + "`integrity image create`" + ` printed, a bare SHA-256 hash of
 public image (downloaded whole and checked, to read its root), or the
 address of someone's published folder whose (public) image to mount. The
 download checks every byte; a server that fails or serves wrong bytes is
-skipped and reported.`,
+skipped and reported. Servers that charge for downloads are paid at most
+--max-price per payment; afterwards, reads follow your System's cap.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res system.ImageResult
-			if err := a.imageCall(cmd.Context(), "image.mount", system.ImageArgs{Image: args[0], Path: args[1], Servers: mservers}, &res); err != nil {
+			if err := a.imageCall(cmd.Context(), "image.mount", system.ImageArgs{Image: args[0], Path: args[1], Servers: mservers, MaxPrice: mmaxPrice}, &res); err != nil {
 				return err
 			}
 			printImage(a, "mounted", res)
@@ -85,6 +91,7 @@ skipped and reported.`,
 		},
 	}
 	mount.Flags().StringSliceVar(&mservers, "server", nil, "image server URL (repeat for several; default: `integrity image servers`)")
+	mount.Flags().Int64Var(&mmaxPrice, "max-price", 0, maxPriceUsage)
 
 	unmount := &cobra.Command{
 		Use:   "unmount PATH",
@@ -100,6 +107,8 @@ skipped and reported.`,
 		},
 	}
 	var keep bool
+	var udays int
+	var umaxPrice int64
 	update := &cobra.Command{
 		Use:   "update PATH",
 		Short: "Re-image PATH: fold the changes made inside it into a new version on its servers",
@@ -107,14 +116,19 @@ skipped and reported.`,
 with your changes on top — into a new version that keeps every file at its
 node, send each server a diff signed with the folder's key, check the new
 hash they return, put it on chain, and tell the servers they may stop
-hosting the old version (unless --keep-old).`,
+hosting the old version (unless --keep-old). A server that cannot patch
+gets the new version uploaded whole, for --days (default: your System's
+term).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res system.ImageResult
-			if err := a.imageCall(cmd.Context(), "image.update", system.ImageArgs{Path: args[0], Keep: keep}, &res); err != nil {
+			if err := a.imageCall(cmd.Context(), "image.update", system.ImageArgs{Path: args[0], Keep: keep, Days: udays, MaxPrice: umaxPrice}, &res); err != nil {
 				return err
 			}
 			printImage(a, "updated", res)
+			if len(res.Uploaded) > 0 {
+				fmt.Fprintf(a.out, "uploaded:  the new version whole to %s (patch refused), for %d days\n", strings.Join(res.Uploaded, ", "), res.Days)
+			}
 			if len(res.Released) > 0 {
 				fmt.Fprintf(a.out, "released:  the old version on %s\n", strings.Join(res.Released, ", "))
 			}
@@ -122,6 +136,8 @@ hosting the old version (unless --keep-old).`,
 		},
 	}
 	update.Flags().BoolVar(&keep, "keep-old", false, "keep paying for the old version on the servers")
+	update.Flags().IntVar(&udays, "days", 0, "days of hosting to buy where the new version is uploaded whole (default: your System's term)")
+	update.Flags().Int64Var(&umaxPrice, "max-price", 0, maxPriceUsage)
 
 	info := &cobra.Command{
 		Use:   "info PATH",
@@ -134,9 +150,6 @@ hosting the old version (unless --keep-old).`,
 			}
 			printImage(a, "mounted", res)
 			fmt.Fprintf(a.out, "changes:   %d not yet in the image\n", res.Overlay)
-			for u, why := range res.Skipped {
-				fmt.Fprintf(a.out, "skipped:   %s (%s)\n", u, why)
-			}
 			return nil
 		},
 	}
@@ -167,9 +180,50 @@ on devices that do not have them.`,
 		},
 	}
 	srv.Flags().BoolVar(&clearServers, "clear", false, "remove the default image servers")
-	img.AddCommand(create, mount, unmount, update, info, srv)
+	var setMaxPrice int64
+	var setDays int
+	settings := &cobra.Command{
+		Use:   "settings [--max-price SATS] [--days DAYS]",
+		Short: "Show or set your System's image spending cap and hosting term",
+		Long: `Without flags, show your System's image settings; with flags, set them
+(0 returns one to its default). They are kept in your System, like its
+image servers, so every device follows them (from its next start).
+
+--max-price caps every payment to an image server made without a command
+asking for it — download tickets while you read a mounted image, uploads
+of files over 1 MiB — and is the default --max-price of image create,
+mount and update. Images name the servers they are read from (a public
+image, one nested in it), so this is what stops a hostile server from
+asking for your whole wallet. Default 100,000 sat.
+
+--days is the hosting term bought by default: by image create, by image
+update where a server gets the new version whole, and for files over
+1 MiB. Default 365.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var args system.ImageSettingsArgs
+			if cmd.Flags().Changed("max-price") {
+				args.MaxPrice = &setMaxPrice
+			}
+			if cmd.Flags().Changed("days") {
+				args.Days = &setDays
+			}
+			var res system.ImageSettings
+			if err := a.call(cmd.Context(), "image.settings", args, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "max-price: %d sat per payment\ndays:      %d\n", res.MaxPrice, res.Days)
+			return nil
+		},
+	}
+	settings.Flags().Int64Var(&setMaxPrice, "max-price", 0, "most to pay an image server per payment made in the background, in sat (0: the default, 100,000)")
+	settings.Flags().IntVar(&setDays, "days", 0, "hosting term bought by default, in days (0: the default, 365)")
+	img.AddCommand(create, mount, unmount, update, info, srv, settings)
 	return img
 }
+
+// maxPriceUsage is the --max-price flag of the image commands.
+const maxPriceUsage = "most to pay an image server for one payment, in sat (default: your System's cap, see `integrity image settings`)"
 
 func printImage(a *app, what string, r system.ImageResult) {
 	vis := "private"
@@ -178,6 +232,18 @@ func printImage(a *app, what string, r system.ImageResult) {
 	}
 	fmt.Fprintf(a.out, "%s %s at %s\nreference: %s\nhash:      %s (%d bytes, %s)\nservers:   %s\n",
 		what, vis+" image", r.Path, r.Ref, r.Hash, r.Size, vis, strings.Join(r.Servers, ", "))
+	for _, h := range r.Hosting {
+		if h.Err != "" {
+			fmt.Fprintf(a.out, "hosted:    %s: unknown (%s)\n", h.Server, h.Err)
+		} else {
+			fmt.Fprintf(a.out, "hosted:    %s until %s\n", h.Server, h.Until.Local().Format(time.DateOnly))
+		}
+	}
+	for _, u := range r.Servers {
+		if why, ok := r.Skipped[u]; ok {
+			fmt.Fprintf(a.out, "skipped:   %s (%s)\n", u, why)
+		}
+	}
 }
 
 // imageCall runs a long image operation, drawing its progress on a

@@ -2,12 +2,16 @@ package system
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/btcsuite/btcd/btcec/v2"
+	"golang.org/x/crypto/hkdf"
 
 	"github.com/integrity-sys/integrity/chainfs"
 	"github.com/integrity-sys/integrity/chainfs/blob"
@@ -17,8 +21,10 @@ import (
 // tieredBlobs is where the tree keeps large files' blobs: the data
 // directory first, the System's image servers behind it. A blob written
 // here is uploaded to the servers in the background (each upload buys
-// hosting), so another device of the System can read it; a blob this
-// device does not have is read from the servers.
+// the System's hosting term, under its spending cap, registered to an
+// owner key derived from the System's primary key and the blob's hash),
+// so another device of the System can read it; a blob this device does
+// not have is read from the servers.
 type tieredBlobs struct {
 	s     *System
 	local *blob.Dir
@@ -190,7 +196,13 @@ func (b *tieredBlobs) upload(h [32]byte) error {
 			rc.Close()
 			return err
 		}
-		_, err = c.Host(ctx, imageserver.HostRequest{Hash: h, Size: size, Body: rc, Payer: b.s.payer()})
+		owner, err := b.s.blobOwner(h)
+		if err != nil {
+			rc.Close()
+			return err
+		}
+		_, err = c.Host(ctx, imageserver.HostRequest{Hash: h, Size: size, Days: termAt(ctx, c, b.s.hostingDays(0), false), Body: rc,
+			Payer: b.s.payer(), Owner: owner})
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", u, err)
@@ -199,11 +211,33 @@ func (b *tieredBlobs) upload(h [32]byte) error {
 	return nil
 }
 
-// learnServers takes the System's image servers from its tree (another
-// device may have set them) for the blob store, and remembers them on this
-// device for the next start; content that could not be read without them
-// is read again.
+// blobOwner is the key that registers (and may later extend or release)
+// a large file's blob at the image servers. The uploader knows only the
+// blob's hash, not the file's node, so the key is derived from the
+// System's primary key and the hash: every device of the System can sign
+// with it again, and a server cannot link one System's blobs by owner.
+func (s *System) blobOwner(h [32]byte) (imageserver.Signer, error) {
+	s.mu.Lock()
+	id := s.id
+	s.mu.Unlock()
+	if id == nil {
+		return nil, ErrNotLoggedIn
+	}
+	r := hkdf.New(sha256.New, id.Primary[:], h[:], []byte("integrity blob owner key v1"))
+	var k [32]byte
+	if _, err := io.ReadFull(r, k[:]); err != nil {
+		return nil, err
+	}
+	priv, _ := btcec.PrivKeyFromBytes(k[:])
+	return imageserver.KeySigner(priv), nil
+}
+
+// learnServers takes the System's image servers and image settings from
+// its tree (another device may have set them) for the blob store, and
+// remembers the servers on this device for the next start; content that
+// could not be read without them is read again.
 func (s *System) learnServers(t *chainfs.Tree) error {
+	s.learnImageSettings(t)
 	servers := s.defaultServers(t)
 	if !s.blobs.setServers(servers) {
 		return nil

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +36,22 @@ import (
 // (large files' blobs are uploaded there and read from there).
 const imageServersXattr = "user.integrity.image-servers"
 
+// The System's image spending and hosting settings, kept like the servers
+// (decimal; absent: the default). imageMaxPriceXattr caps every payment
+// made without a command asking for it (download tickets, large files'
+// uploads) and is the default --max-price of the image commands;
+// imageDaysXattr is the hosting term bought by default.
+const (
+	imageMaxPriceXattr = "user.integrity.image-max-price"
+	imageDaysXattr     = "user.integrity.image-days"
+)
+
+// DefaultImageDays is the hosting term bought when none is given: a year,
+// so hosting does not end quietly (a server's minimum is often a day), at
+// a price still under the default cap for images and files up to ~25 MiB
+// at 10 sat per MiB-day.
+const DefaultImageDays = 365
+
 // imageClients caches one client per server URL.
 type imageClients struct {
 	s  *System
@@ -42,6 +60,37 @@ type imageClients struct {
 	// bad counts, per server, the reads it failed or answered with bytes
 	// that did not check out (reported by blob.Multi).
 	bad map[string]string
+	// maxPrice and days are the System's settings (0: the defaults), as
+	// last read from its tree: payments are made under tree locks, so
+	// they must not read the tree. Until the tree is open (its first sync
+	// already reads images) they come from this device's copy
+	// (imageSettingsFile), loaded once.
+	maxPrice atomic.Int64
+	days     atomic.Int64
+	loadOnce sync.Once
+}
+
+// imageSettingsFile keeps, in the data directory, the image settings last
+// read from the System's tree, for the start of the next run (as
+// config.Settings.ImageServers does for the servers).
+const imageSettingsFile = "image-settings.json"
+
+// settings loads this device's copy of the System's image settings the
+// first time they are needed, unless the tree has been read already.
+func (ic *imageClients) settings() {
+	ic.loadOnce.Do(func() {
+		b, err := os.ReadFile(filepath.Join(ic.s.opts.Dir.Path, imageSettingsFile))
+		if err != nil {
+			return
+		}
+		var v ImageSettings
+		if json.Unmarshal(b, &v) != nil || v.MaxPrice < 0 || v.Days < 0 || v.Days > maxImageDays {
+			ic.s.log.Warn("ignoring a malformed " + imageSettingsFile)
+			return
+		}
+		ic.maxPrice.Store(v.MaxPrice)
+		ic.days.Store(int64(v.Days))
+	})
 }
 
 func (ic *imageClients) client(u string) (*imageserver.Client, error) {
@@ -72,16 +121,99 @@ func (ic *imageClients) Store(ctx context.Context, servers []string) (blob.Store
 		}
 		stores = append(stores, imageserver.NewStore(c, imageserver.StoreOptions{Payer: ic.s.payer()}))
 	}
+	spool := filepath.Join(ic.s.opts.Dir.Path, "tmp")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return nil, err
+	}
 	return blob.NewMulti(func(i int, err error) {
 		ic.s.log.Warn("image server skipped", "server", servers[i], "err", err)
 		ic.mu.Lock()
 		ic.bad[servers[i]] = err.Error()
 		ic.mu.Unlock()
-	}, stores...), nil
+	}, stores...).SpoolDir(spool), nil
 }
 
+// maxPriceKey carries the limit a command was given (--max-price) to the
+// payments made for it.
+type maxPriceKey struct{}
+
+// withMaxPrice lets payments made within ctx go up to n sat each (n ≤ 0:
+// the System's setting).
+func withMaxPrice(ctx context.Context, n int64) context.Context {
+	if n <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, maxPriceKey{}, n)
+}
+
+// maxPrice is the most one payment may be: the command's --max-price
+// within it, else the System's setting, else the default.
+func (s *System) maxPrice(ctx context.Context) int64 {
+	if n, ok := ctx.Value(maxPriceKey{}).(int64); ok && n > 0 {
+		return n
+	}
+	s.images.settings()
+	if n := s.images.maxPrice.Load(); n > 0 {
+		return n
+	}
+	return imageserver.DefaultMaxPrice
+}
+
+// payer pays image servers from the wallet, each payment capped by
+// maxPrice: a server cannot take more than that per quote, however it
+// came to be asked (images name their servers; nested images theirs).
 func (s *System) payer() imageserver.Payer {
-	return imageserver.WalletPayer(s.wallet, s.backend.Params())
+	return imageserver.LimitPayer(imageserver.WalletPayer(s.wallet, s.backend.Params()), s.maxPrice)
+}
+
+// hostingDays is the term to buy: the command's, else the System's.
+func (s *System) hostingDays(given int) int {
+	if given > 0 {
+		return given
+	}
+	s.images.settings()
+	if n := s.images.days.Load(); n > 0 {
+		return int(n)
+	}
+	return DefaultImageDays
+}
+
+// termAt is the term to ask of server c: a term the user gave is asked as
+// is (the server may refuse it, clearly); the default is fitted into the
+// server's bounds, so a server hosting at most 30 days still takes it.
+func termAt(ctx context.Context, c *imageserver.Client, days int, explicit bool) int {
+	if explicit {
+		return days
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return days // the quote will say what is wrong
+	}
+	if p := info.Policy; p.MaxDays > 0 && days > p.MaxDays {
+		days = p.MaxDays
+	} else if p.MinDays > 0 && days < p.MinDays {
+		days = p.MinDays
+	}
+	return days
+}
+
+// checkTerms refuses a negative --days or --max-price (0 is the default).
+func (a ImageArgs) checkTerms() error {
+	if a.Days < 0 || a.Days > maxImageDays {
+		return fmt.Errorf("--days %d: must be 1 to %d (or 0: the System's term)", a.Days, maxImageDays)
+	}
+	if a.MaxPrice < 0 {
+		return fmt.Errorf("--max-price %d: must be positive (or 0: the System's cap)", a.MaxPrice)
+	}
+	return nil
+}
+
+// spendHint says how to allow a payment the cap refused.
+func spendHint(err error) error {
+	if errors.Is(err, imageserver.ErrOverLimit) {
+		return fmt.Errorf("%w (to allow it, give --max-price SATS; payments made in the background follow `integrity image settings --max-price SATS`)", err)
+	}
+	return err
 }
 
 // progress of long image operations, polled by the CLI.
@@ -121,6 +253,7 @@ func (s *System) imageHandlers() map[string]func(context.Context, json.RawMessag
 		"image.info":     typed(s.imageInfo),
 		"image.progress": typed(s.imageProgress),
 		"image.servers":  typed(s.imageServers),
+		"image.settings": typed(s.imageSettings),
 	}
 }
 
@@ -135,6 +268,9 @@ type ImageArgs struct {
 	Op      string   `json:"op,omitempty"` // progress id chosen by the CLI
 	Set     bool     `json:"set,omitempty"`
 	Keep    bool     `json:"keep,omitempty"` // update: keep hosting the old version
+	// MaxPrice caps each payment the command makes, in sat (0: the
+	// System's setting, default imageserver.DefaultMaxPrice).
+	MaxPrice int64 `json:"max_price,omitempty"`
 }
 
 // ImageResult describes a mounted or created image.
@@ -146,10 +282,25 @@ type ImageResult struct {
 	Public  bool     `json:"public"`
 	Servers []string `json:"servers"`
 	Overlay int      `json:"overlay,omitempty"`
+	// Days is the hosting term bought (create; update when it uploaded).
+	Days int `json:"days,omitempty"`
+	// Hosting is, per server, until when it hosts the image (info,
+	// create).
+	Hosting []ImageHosting `json:"hosting,omitempty"`
+	// Uploaded lists servers that refused the patch and got the new
+	// version in full (update).
+	Uploaded []string `json:"uploaded,omitempty"`
 	// Released lists servers that let the old version go (update).
 	Released []string `json:"released,omitempty"`
 	// Skipped lists servers that failed or served bad bytes, and why.
 	Skipped map[string]string `json:"skipped,omitempty"`
+}
+
+// ImageHosting is one server's hold on an image.
+type ImageHosting struct {
+	Server string    `json:"server"`
+	Until  time.Time `json:"until,omitzero"`
+	Err    string    `json:"err,omitempty"` // why Until is unknown
 }
 
 func resultOf(p string, m chainfs.ImageMount, overlay int) ImageResult {
@@ -227,6 +378,97 @@ func (s *System) imageServers(ctx context.Context, a ImageArgs) (any, error) {
 	}{s.defaultServers(t)}, nil
 }
 
+// ImageSettingsArgs change the System's image settings: a nil field stays
+// as it is; 0 returns it to its default.
+type ImageSettingsArgs struct {
+	MaxPrice *int64 `json:"max_price,omitempty"`
+	Days     *int   `json:"days,omitempty"`
+}
+
+// ImageSettings are the System's image settings in force.
+type ImageSettings struct {
+	MaxPrice int64 `json:"max_price"` // sat per payment made without a command's --max-price
+	Days     int   `json:"days"`      // hosting term bought by default
+}
+
+// imageSettings shows or changes the System's spending cap and hosting
+// term (kept in its tree, like its servers).
+func (s *System) imageSettings(ctx context.Context, a ImageSettingsArgs) (any, error) {
+	t, err := s.Tree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	set := func(name string, v int64) error {
+		var err error
+		if v == 0 {
+			if err = t.RemoveXattr(chainfs.RootIno, name); isNoData(err) {
+				err = nil
+			}
+		} else {
+			err = t.SetXattr(chainfs.RootIno, name, []byte(strconv.FormatInt(v, 10)), 0)
+		}
+		return err
+	}
+	if a.MaxPrice != nil {
+		if *a.MaxPrice < 0 {
+			return nil, fmt.Errorf("max price %d: must be 0 (the default, %d sat) or more", *a.MaxPrice, imageserver.DefaultMaxPrice)
+		}
+		if err := set(imageMaxPriceXattr, *a.MaxPrice); err != nil {
+			return nil, err
+		}
+	}
+	if a.Days != nil {
+		if *a.Days < 0 || *a.Days > maxImageDays {
+			return nil, fmt.Errorf("hosting term %d days: must be 0 (the default, %d) to %d", *a.Days, DefaultImageDays, maxImageDays)
+		}
+		if err := set(imageDaysXattr, int64(*a.Days)); err != nil {
+			return nil, err
+		}
+	}
+	if a.MaxPrice != nil || a.Days != nil {
+		if err := t.Sync(ctx, chainfs.RootIno); err != nil {
+			return nil, err
+		}
+		s.learnImageSettings(t)
+	}
+	return ImageSettings{MaxPrice: s.maxPrice(context.Background()), Days: s.hostingDays(0)}, nil
+}
+
+// maxImageDays bounds a hosting term given here (servers bound it too).
+const maxImageDays = 100 * 365
+
+// learnImageSettings reads the System's image settings from its tree; a
+// value that does not parse (written by hand) is the default.
+func (s *System) learnImageSettings(t *chainfs.Tree) {
+	read := func(name string, max int64) int64 {
+		v, err := t.GetXattr(chainfs.RootIno, name)
+		if err != nil {
+			return 0
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+		if err != nil || n < 0 || n > max {
+			s.log.Warn("ignoring a malformed image setting", "name", name, "value", string(v))
+			return 0
+		}
+		return n
+	}
+	s.images.loadOnce.Do(func() {}) // the tree's values win from now on
+	mp, days := read(imageMaxPriceXattr, 21_000_000*100_000_000), read(imageDaysXattr, maxImageDays)
+	oldMP, oldDays := s.images.maxPrice.Swap(mp), s.images.days.Swap(days)
+	if oldMP == mp && oldDays == days {
+		return
+	}
+	b, _ := json.Marshal(ImageSettings{MaxPrice: mp, Days: int(days)})
+	p := filepath.Join(s.opts.Dir.Path, imageSettingsFile)
+	err := os.WriteFile(p+".tmp", b, 0o600)
+	if err == nil {
+		err = os.Rename(p+".tmp", p)
+	}
+	if err != nil {
+		s.log.Warn("remembering the System's image settings", "err", err)
+	}
+}
+
 // folder resolves (creating when asked) an image folder of the System.
 func (s *System) folder(ctx context.Context, p string, create bool) (*chainfs.Tree, uint64, error) {
 	t, err := s.Tree(ctx)
@@ -279,48 +521,60 @@ func (s *System) pack(ctx context.Context, src image.Source, keys node.Keys, pub
 	return f, ref, nil
 }
 
-// upload hosts the image in f on every server: the first gets the bytes;
-// the others get them forwarded by it (paper 3.h) when it can, else
-// uploaded again.
-func (s *System) upload(ctx context.Context, f *os.File, ref image.Ref, servers []string, signer imageserver.Signer, days int, op string) error {
+// upload hosts the image in f on every server for days (given by the user
+// if explicit, else fitted to each server's bounds): the first gets the
+// bytes; the others get them forwarded by it (paper 3.h) when it can, else
+// uploaded again. It returns each server's hold.
+func (s *System) upload(ctx context.Context, f *os.File, ref image.Ref, servers []string, signer imageserver.Signer, days int, explicit bool, op string) ([]ImageHosting, error) {
 	first, err := s.images.client(servers[0])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	body := io.NewSectionReader(f, 0, ref.Size)
-	if _, err := first.Host(ctx, imageserver.HostRequest{Hash: ref.Hash, Size: ref.Size, Public: ref.Public, Days: days, Body: body,
-		Payer: s.payer(), Owner: signer, Progress: func(d, t int64) { s.imageOps.set(op, "uploading", d, t) }}); err != nil {
-		return fmt.Errorf("upload to %s: %w", servers[0], err)
+	h, err := first.Host(ctx, imageserver.HostRequest{Hash: ref.Hash, Size: ref.Size, Public: ref.Public, Days: termAt(ctx, first, days, explicit), Body: body,
+		Payer: s.payer(), Owner: signer, Progress: func(d, t int64) { s.imageOps.set(op, "uploading", d, t) }})
+	if err != nil {
+		return nil, fmt.Errorf("upload to %s: %w", servers[0], err)
 	}
+	hosting := []ImageHosting{{Server: servers[0], Until: h.HostedUntil}}
 	for _, u := range servers[1:] {
 		c, err := s.images.client(u)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		s.imageOps.set(op, "forwarding", 0, ref.Size)
-		q, err := c.Quote(ctx, imageserver.QuoteRequest{Kind: imageserver.KindUpload, Hash: ref.Hash, Size: ref.Size, Days: days, Public: ref.Public})
+		q, err := c.Quote(ctx, imageserver.QuoteRequest{Kind: imageserver.KindUpload, Hash: ref.Hash, Size: ref.Size, Days: termAt(ctx, c, days, explicit), Public: ref.Public})
 		if err == nil {
 			if q, err = c.Pay(ctx, q, s.payer()); err == nil {
-				_, err = first.Forward(ctx, imageserver.ForwardRequest{Hash: ref.Hash, To: u, Quote: q, Owner: signer})
-				if err == nil {
+				if h, err = first.Forward(ctx, imageserver.ForwardRequest{Hash: ref.Hash, To: u, Quote: q, Owner: signer}); err == nil {
+					hosting = append(hosting, ImageHosting{Server: u, Until: h.HostedUntil})
 					continue
 				}
 				s.log.Info("forwarding refused; uploading again", "from", servers[0], "to", u, "err", err)
 				// The quote is paid: upload on it.
-				if _, err = c.Upload(ctx, imageserver.UploadRequest{Quote: q, Body: io.NewSectionReader(f, 0, ref.Size), Owner: signer,
+				if h, err = c.Upload(ctx, imageserver.UploadRequest{Quote: q, Body: io.NewSectionReader(f, 0, ref.Size), Owner: signer,
 					Progress: func(d, t int64) { s.imageOps.set(op, "uploading", d, t) }}); err == nil {
+					hosting = append(hosting, ImageHosting{Server: u, Until: h.HostedUntil})
 					continue
 				}
 			}
 		}
-		return fmt.Errorf("host on %s: %w", u, err)
+		return nil, fmt.Errorf("host on %s: %w", u, err)
 	}
-	return nil
+	return hosting, nil
 }
 
 // imageCreate packs a folder of this machine for a folder of the System,
 // hosts it on image servers and mounts it there (paper 3.a–m).
 func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
+	if err := a.checkTerms(); err != nil {
+		return nil, err
+	}
+	res, err := s.imageCreateAt(withMaxPrice(ctx, a.MaxPrice), a)
+	return res, spendHint(err)
+}
+
+func (s *System) imageCreateAt(ctx context.Context, a ImageArgs) (any, error) {
 	defer s.imageOps.end(a.Op)
 	if a.Local == "" || a.Path == "" {
 		return nil, errors.New("image create needs a local folder and a folder of the System")
@@ -351,7 +605,9 @@ func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
 		return nil, fmt.Errorf("pack %s: %w", a.Local, err)
 	}
 	defer f.Close()
-	if err := s.upload(ctx, f, ref, servers, signer, a.Days, a.Op); err != nil {
+	days := s.hostingDays(a.Days)
+	hosting, err := s.upload(ctx, f, ref, servers, signer, days, a.Days > 0, a.Op)
+	if err != nil {
 		return nil, err
 	}
 	s.imageOps.set(a.Op, "mounting", 0, 0)
@@ -362,7 +618,9 @@ func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
 	if err := t.Sync(ctx, ino); err != nil {
 		return nil, err
 	}
-	return resultOf(clean(a.Path), m, 0), nil
+	res := resultOf(clean(a.Path), m, 0)
+	res.Days, res.Hosting = days, hosting
+	return res, nil
 }
 
 // imageFromFolder packs a folder of the System into an image of itself on
@@ -398,7 +656,9 @@ func (s *System) imageFromFolder(ctx context.Context, a ImageArgs) (ImageResult,
 		return ImageResult{}, fmt.Errorf("pack %s: %w", clean(a.Path), err)
 	}
 	defer f.Close()
-	if err := s.upload(ctx, f, ref, servers, signer, a.Days, a.Op); err != nil {
+	days := s.hostingDays(a.Days)
+	hosting, err := s.upload(ctx, f, ref, servers, signer, days, a.Days > 0, a.Op)
+	if err != nil {
 		return ImageResult{}, err
 	}
 	m := chainfs.ImageMount{Ref: ref, Servers: servers}
@@ -408,7 +668,9 @@ func (s *System) imageFromFolder(ctx context.Context, a ImageArgs) (ImageResult,
 	if err := t.Sync(ctx, ino); err != nil {
 		return ImageResult{}, err
 	}
-	return resultOf(clean(a.Path), m, 0), nil
+	res := resultOf(clean(a.Path), m, 0)
+	res.Days, res.Hosting = days, hosting
+	return res, nil
 }
 
 // mountOf finds the image a mount argument names: a reference (hex, from
@@ -453,26 +715,24 @@ func (s *System) inspect(ctx context.Context, h [32]byte, servers []string, op s
 	if err != nil {
 		return chainfs.ImageMount{}, err
 	}
-	tmp := filepath.Join(s.opts.Dir.Path, "tmp")
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return chainfs.ImageMount{}, err
-	}
-	f, err := os.CreateTemp(tmp, "download-*")
-	if err != nil {
-		return chainfs.ImageMount{}, err
-	}
-	_ = os.Remove(f.Name())
-	defer f.Close()
 	s.imageOps.set(op, "downloading", 0, 0)
+	// The store is a blob.Multi: Get returns a copy whose hash it has
+	// checked, from the first server with a right one (in a file).
 	rc, err := store.Get(ctx, h)
-	if err != nil {
-		return chainfs.ImageMount{}, err
-	}
-	n, err := io.Copy(f, &progressCopy{r: rc, fn: func(d int64) { s.imageOps.set(op, "downloading", d, 0) }})
-	rc.Close()
 	if err != nil {
 		return chainfs.ImageMount{}, fmt.Errorf("download %x: %w", h[:8], err)
 	}
+	defer rc.Close()
+	f, ok := rc.(*os.File)
+	if !ok {
+		return chainfs.ImageMount{}, fmt.Errorf("download %x: unexpected reader %T", h[:8], rc)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return chainfs.ImageMount{}, err
+	}
+	n := st.Size()
+	s.imageOps.set(op, "downloading", n, n)
 	ref, err := image.Inspect(ctx, f, n)
 	if err != nil {
 		return chainfs.ImageMount{}, err
@@ -481,20 +741,17 @@ func (s *System) inspect(ctx context.Context, h [32]byte, servers []string, op s
 	return chainfs.ImageMount{Ref: ref, Servers: servers}, nil
 }
 
-type progressCopy struct {
-	r  io.Reader
-	n  int64
-	fn func(int64)
-}
-
-func (p *progressCopy) Read(b []byte) (int, error) {
-	k, err := p.r.Read(b)
-	p.n += int64(k)
-	p.fn(p.n)
-	return k, err
-}
-
+// imageMount mounts an image at a folder. Payments it needs (download
+// tickets of the image, or of images nested in it) go up to --max-price.
 func (s *System) imageMount(ctx context.Context, a ImageArgs) (any, error) {
+	if err := a.checkTerms(); err != nil {
+		return nil, err
+	}
+	res, err := s.imageMountAt(withMaxPrice(ctx, a.MaxPrice), a)
+	return res, spendHint(err)
+}
+
+func (s *System) imageMountAt(ctx context.Context, a ImageArgs) (any, error) {
 	defer s.imageOps.end(a.Op)
 	t, ino, err := s.folder(ctx, a.Path, true)
 	if err != nil {
@@ -511,7 +768,9 @@ func (s *System) imageMount(ctx context.Context, a ImageArgs) (any, error) {
 	if err := t.Sync(ctx, ino); err != nil {
 		return nil, err
 	}
-	return resultOf(clean(a.Path), m, 0), nil
+	res := resultOf(clean(a.Path), m, 0)
+	res.Skipped = s.skipped(m.Servers)
+	return res, nil
 }
 
 func (s *System) imageUnmount(ctx context.Context, a ImageArgs) (any, error) {
@@ -542,17 +801,54 @@ func (s *System) imageInfo(ctx context.Context, a ImageArgs) (any, error) {
 		return nil, err
 	}
 	r := resultOf(clean(a.Path), info.Mount, info.Overlay)
+	r.Hosting = s.hostingOf(ctx, info.Mount.Ref.Hash, info.Mount.Servers)
+	r.Skipped = s.skipped(info.Mount.Servers)
+	return r, nil
+}
+
+// skipped says which of servers this process has skipped, and why.
+func (s *System) skipped(servers []string) map[string]string {
 	s.images.mu.Lock()
-	for _, u := range info.Mount.Servers {
+	defer s.images.mu.Unlock()
+	var out map[string]string
+	for _, u := range servers {
 		if why, ok := s.images.bad[u]; ok {
-			if r.Skipped == nil {
-				r.Skipped = map[string]string{}
+			if out == nil {
+				out = map[string]string{}
 			}
-			r.Skipped[u] = why
+			out[u] = why
 		}
 	}
-	s.images.mu.Unlock()
-	return r, nil
+	return out
+}
+
+// hostingOf asks each server until when it hosts h (at once, briefly: a
+// server that does not answer is shown as such).
+func (s *System) hostingOf(ctx context.Context, h [32]byte, servers []string) []ImageHosting {
+	out := make([]ImageHosting, len(servers))
+	var wg sync.WaitGroup
+	for i, u := range servers {
+		out[i].Server = u
+		c, err := s.images.client(u)
+		if err != nil {
+			out[i].Err = err.Error()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			st, err := c.Stat(sctx, h)
+			if err != nil {
+				out[i].Err = err.Error()
+				return
+			}
+			out[i].Until = st.HostedUntil
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 func (s *System) imageProgress(_ context.Context, a ImageArgs) (any, error) {
@@ -568,8 +864,19 @@ func (s *System) imageProgress(_ context.Context, a ImageArgs) (any, error) {
 // with the changes made on top — packed into a new version that keeps
 // every entry's index; each server patches its copy with a signed diff and
 // returns the new hash, which must match; the new reference goes on chain;
-// then the servers may let the old version go.
+// then the servers may let the old version go. A server that cannot patch
+// gets the new version uploaded, for the term given or the System's (the
+// term the old version was bought for is not recorded anywhere the client
+// can read it back).
 func (s *System) imageUpdate(ctx context.Context, a ImageArgs) (any, error) {
+	if err := a.checkTerms(); err != nil {
+		return nil, err
+	}
+	res, err := s.imageUpdateAt(withMaxPrice(ctx, a.MaxPrice), a)
+	return res, spendHint(err)
+}
+
+func (s *System) imageUpdateAt(ctx context.Context, a ImageArgs) (any, error) {
 	defer s.imageOps.end(a.Op)
 	t, ino, err := s.folder(ctx, a.Path, false)
 	if err != nil {
@@ -608,11 +915,12 @@ func (s *System) imageUpdate(ctx context.Context, a ImageArgs) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the current image: %w", err)
 	}
-	oldBytes, err := io.ReadAll(io.LimitReader(rc, oldRef.Size+1)) // Get checks the hash at the end
+	oldBytes, err := io.ReadAll(io.LimitReader(rc, oldRef.Size+1)) // checked by Get already
 	rc.Close()
 	if err != nil {
 		return nil, fmt.Errorf("the current image: %w", err)
 	}
+	days := s.hostingDays(a.Days)
 	newBytes := make([]byte, ref.Size)
 	if _, err := f.ReadAt(newBytes, 0); err != nil {
 		return nil, err
@@ -629,10 +937,13 @@ func (s *System) imageUpdate(ctx context.Context, a ImageArgs) (any, error) {
 			// A server that cannot patch (too large a change for its free
 			// slack, say) gets the new version uploaded.
 			s.log.Info("patch refused; uploading the new version", "server", u, "err", err)
-			if _, err := c.Host(ctx, imageserver.HostRequest{Hash: ref.Hash, Size: ref.Size, Public: ref.Public, Body: io.NewSectionReader(f, 0, ref.Size),
-				Payer: s.payer(), Owner: signer, Progress: func(dn, tot int64) { s.imageOps.set(a.Op, "uploading", dn, tot) }}); err != nil {
+			if _, err := c.Host(ctx, imageserver.HostRequest{Hash: ref.Hash, Size: ref.Size, Public: ref.Public, Days: termAt(ctx, c, days, a.Days > 0),
+				Body: io.NewSectionReader(f, 0, ref.Size), Payer: s.payer(), Owner: signer,
+				Progress: func(dn, tot int64) { s.imageOps.set(a.Op, "uploading", dn, tot) }}); err != nil {
 				return nil, fmt.Errorf("update on %s: %w", u, err)
 			}
+			res.Uploaded = append(res.Uploaded, u)
+			res.Days = days
 			continue
 		}
 		if h.Hash != ref.Hash {
