@@ -324,7 +324,7 @@ func leaks(out []byte, secrets map[string][]byte) []string {
 	var found []string
 	lower := bytes.ToLower(out)
 	for name, s := range secrets {
-		for i := 0; i+16 <= len(s); i += 8 { // any 16-byte window
+		for i := 0; i+16 <= len(s); i++ { // every 16-byte window
 			w := s[i : i+16]
 			if bytes.Contains(out, w) || bytes.Contains(lower, []byte(hex.EncodeToString(w))) {
 				found = append(found, name)
@@ -397,10 +397,32 @@ func TestGuestGetsNoKeyMaterial(t *testing.T) {
 			t.Errorf("privileged operation failed: %s", line)
 		}
 	}
-	if found := leaks(got, secrets(t, s.id)); len(found) > 0 {
+	all := secrets(t, s.id)
+	// The node keys of what the guest touched: "/" and the file.
+	for _, p := range []string{"/", "/sealed.bin"} {
+		ino, err := tr.Resolve(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := tr.Keys(ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all[p+" read key"], all[p+" read chain code"] = k.Read[:32], k.Read[32:]
+		all[p+" write key"], all[p+" write chain code"] = k.Write[:32], k.Write[32:]
+	}
+	// The detector finds a key hidden in output, raw or in hex, at any
+	// offset (else passing below would prove nothing).
+	k := all["/sealed.bin write key"]
+	for _, planted := range [][]byte{append([]byte("xyz"), k[5:21]...), []byte("abc" + hex.EncodeToString(k[3:19]))} {
+		if len(leaks(planted, all)) == 0 {
+			t.Fatalf("the leak detector misses %q", planted)
+		}
+	}
+	if found := leaks(got, all); len(found) > 0 {
 		t.Fatalf("the guest obtained: %v", found)
 	}
-	if found := leaks(errb.Bytes(), secrets(t, s.id)); len(found) > 0 {
+	if found := leaks(errb.Bytes(), all); len(found) > 0 {
 		t.Fatalf("the guest's stderr holds: %v", found)
 	}
 	t.Logf("hostile guest made %d calls; %d bytes of results, no key material", bytes.Count(got, []byte("\n")), len(got))
