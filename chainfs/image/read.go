@@ -66,6 +66,8 @@ type Image struct {
 	dirs   map[string]*dirCache
 	cached int
 	nested map[string]*Image
+
+	windows windowCache // read-ahead of sequential file reads (file.go)
 }
 
 type dirCache struct {
