@@ -9,6 +9,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/integrity-sys/integrity/chainfs/blob"
 )
@@ -39,8 +40,9 @@ type File struct {
 
 // Read-ahead. A program reading a file front to back through the mount
 // asks for 128 KiB at a time; fetching each from an image server costs a
-// round trip, which dominated reading (500 MB of photos: ~4,000 requests).
-// Once reads are sequential, a read fetches the whole aligned window
+// round trip (500 MB of photos: ~4,000 requests). Once reads are
+// sequential — from the start, or continuing the last — a read fetches
+// the whole aligned window
 // (windowChunks chunks, 4 MiB) around it — one request, checked as usual
 // — and keeps its plaintext in the Image's small cache, where the next
 // reads find it. The cache holds at most maxWindows windows per image
@@ -55,6 +57,48 @@ type windowKey struct {
 type windowCache struct {
 	mu   sync.Mutex
 	wins []cachedWindow // most recently used last
+	// fetching: windows being fetched, so reads the kernel issues at once
+	// for one window wait for one fetch instead of each making their own.
+	fetching map[windowKey]*windowFetch
+}
+
+type windowFetch struct {
+	done  chan struct{}
+	plain []byte
+	err   error
+}
+
+// load returns window k from the cache, or fetches it once however many
+// readers ask at the same time.
+func (c *windowCache) load(ctx context.Context, k windowKey, fetch func() ([]byte, error)) ([]byte, error) {
+	if plain := c.get(k); plain != nil {
+		return plain, nil
+	}
+	c.mu.Lock()
+	if w, ok := c.fetching[k]; ok {
+		c.mu.Unlock()
+		select {
+		case <-w.done:
+			return w.plain, w.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if c.fetching == nil {
+		c.fetching = map[windowKey]*windowFetch{}
+	}
+	w := &windowFetch{done: make(chan struct{})}
+	c.fetching[k] = w
+	c.mu.Unlock()
+	w.plain, w.err = fetch()
+	if w.err == nil {
+		c.put(k, w.plain)
+	}
+	c.mu.Lock()
+	delete(c.fetching, k)
+	c.mu.Unlock()
+	close(w.done)
+	return w.plain, w.err
 }
 
 type cachedWindow struct {
@@ -91,15 +135,21 @@ func (c *windowCache) put(k windowKey, plain []byte) {
 
 // sequential records a read of [off, end) and reports whether it
 // continues the previous ones (within a window's reach of where they
-// ended: the kernel issues read-ahead requests slightly out of order).
+// ended: the kernel issues read-ahead requests slightly out of order), or
+// is the first, from the start.
 func (f *File) sequential(off, end int64) bool {
 	const reach = windowChunks * blob.ChunkSize
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.read && off >= f.next-reach && off <= f.next+reach {
+	switch {
+	case f.read && off >= f.next-reach && off <= f.next+reach:
 		f.seq++
 		f.next = max(f.next, end)
-	} else {
+	case !f.read && off == 0:
+		// Reading from the start is how whole-file readers (cp, tar,
+		// viewers) begin: read ahead at once.
+		f.seq, f.next = 1, end
+	default:
 		f.seq, f.next = 0, end
 	}
 	f.read = true
@@ -168,18 +218,31 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 func (f *File) readAhead(ctx context.Context, p []byte, off, end, first, last int64) (int, error) {
 	lastChunk := numChunks(f.rec.size) - 1
 	for w := first / windowChunks * windowChunks; w <= last; w += windowChunks {
-		k := windowKey{f.rec, w}
-		plain := f.im.windows.get(k)
-		if plain == nil {
-			var err error
-			if plain, _, err = f.window(ctx, w, min(w+windowChunks-1, lastChunk)); err != nil {
-				return 0, err
-			}
-			f.im.windows.put(k, plain)
+		plain, err := f.im.windows.load(ctx, windowKey{f.rec, w}, func() ([]byte, error) {
+			plain, _, err := f.window(ctx, w, min(w+windowChunks-1, lastChunk))
+			return plain, err
+		})
+		if err != nil {
+			return 0, err
 		}
 		start := w * blob.ChunkSize
 		lo, hi := max(start, off), min(start+int64(len(plain)), end)
 		copy(p[lo-off:hi-off], plain[lo-start:hi-start])
+	}
+	// Fetch the next window while the reader consumes this one: the
+	// fetch (server, network, checks) overlaps the reader's work.
+	if next := (last/windowChunks + 1) * windowChunks; next <= lastChunk {
+		k := windowKey{f.rec, next}
+		if f.im.windows.get(k) == nil {
+			go func() {
+				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prefetchTimeout)
+				defer cancel()
+				_, _ = f.im.windows.load(bctx, k, func() ([]byte, error) {
+					plain, _, err := f.window(bctx, next, min(next+windowChunks-1, lastChunk))
+					return plain, err
+				})
+			}()
+		}
 	}
 	n := int(end - off)
 	if n < len(p) {
@@ -187,6 +250,9 @@ func (f *File) readAhead(ctx context.Context, p []byte, off, end, first, last in
 	}
 	return n, nil
 }
+
+// prefetchTimeout bounds a background fetch of the next window.
+const prefetchTimeout = time.Minute
 
 // ReadAll returns the whole content, refusing a file over max bytes.
 func (f *File) ReadAll(ctx context.Context, max int64) ([]byte, error) {
