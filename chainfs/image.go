@@ -11,7 +11,9 @@ package chainfs
 // any node (a patch against the image's content when that is small).
 // Deleting one is OpHide at its folder. Re-imaging packs the folder's view
 // (image and overlay) into a new image, and OpImage installs it in place
-// of the old one and its overlay.
+// of the old one and its overlay. A folder below the one packed that has
+// an image mounted is packed as a nested image (its mount, not its
+// content): the paper's movie that incorporates a song.
 
 import (
 	"bytes"
@@ -20,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -341,16 +345,6 @@ func (t *Tree) baseOf(n *Node) *node.State {
 // node an image gives.
 func (n *Node) inImage() bool { return n.imgDir != nil || n.imgOf != nil || n.local.Image != nil }
 
-// underImage reports whether a folder above n has an image (t.mu held).
-func underImage(n *Node) bool {
-	for p := n.parent; p != nil; p = p.parent {
-		if p.inImage() {
-			return true
-		}
-	}
-	return false
-}
-
 // holdsImage reports whether an image is mounted at n or below (t.mu held).
 func (t *Tree) holdsImage(n *Node) bool {
 	if n.inImage() {
@@ -428,17 +422,21 @@ func (t *Tree) readImage(n *Node, off int64, dest []byte) (int, error) {
 	return k, nil
 }
 
-// MountImage mounts an image at folder ino: an empty folder, or one whose
-// image it replaces (re-imaging). The image is opened and its folders read
-// first, so a mount that cannot be read is refused. The OpImage commit
-// follows in the background (Sync waits for it).
+// MountImage mounts an image at folder ino, which must be empty and hold
+// no image (one image per folder: unmount the old one first). A folder
+// created inside another image's folder may take one: it is an overlay
+// change that re-imaging the outer image packs as a nested image. The
+// image is opened and its folders read first, so a mount that cannot be
+// read is refused. The OpImage commit follows in the background (Sync
+// waits for it).
 func (t *Tree) MountImage(ctx context.Context, ino uint64, m ImageMount) error {
 	return t.mountImage(ctx, ino, m, false)
 }
 
 // ReplaceWithImage mounts at folder ino an image packed from its own
-// content (FolderSource): the folder's entries give way to the image's,
-// which are the same files at the same indexes.
+// content (FolderSource, or ImageSource when re-imaging): the folder's
+// entries give way to the image's, which are the same files at the same
+// indexes.
 func (t *Tree) ReplaceWithImage(ctx context.Context, ino uint64, m ImageMount) error {
 	return t.mountImage(ctx, ino, m, true)
 }
@@ -456,10 +454,19 @@ func (t *Tree) mountImage(ctx context.Context, ino uint64, m ImageMount, replace
 	if err == nil && n.local.Kind != node.KindDir {
 		err = errnoOf(syscall.ENOTDIR, "%s", n.path())
 	}
-	if err == nil && (n.imgOf != nil || underImage(n)) {
-		err = errnoOf(syscall.EBUSY, "%s is inside an image: images nest by re-imaging the outer one", n.path())
+	if err == nil && n.imgOf != nil {
+		// Its state is the image's entry: an OpImage on top would fight
+		// the entry the image gives it at every re-read.
+		if n.imgOf.entries[n.imgIndex].Kind == image.KindImage {
+			err = errnoOf(syscall.EBUSY, "%s already has an image mounted (one image per folder; it is nested in the image above)", n.path())
+		} else {
+			err = errnoOf(syscall.EBUSY, "%s is a folder of the image mounted above it: mount on a new empty folder inside it (mkdir), then `integrity image update` of the outer image folds it in as a nested image", n.path())
+		}
 	}
-	if err == nil && !replace && n.local.Image == nil && len(n.local.Entries) > 0 {
+	if err == nil && !replace && n.local.Image != nil {
+		err = errnoOf(syscall.EBUSY, "%s already has an image mounted (one image per folder): unmount it first", n.path())
+	}
+	if err == nil && !replace && len(n.local.Entries) > 0 {
 		err = errnoOf(syscall.ENOTEMPTY, "%s is not empty: an image mounts on an empty folder", n.path())
 	}
 	keys := n.keys
@@ -581,6 +588,32 @@ type ImageInfo struct {
 	// Overlay counts the entries changed, added or deleted since the image
 	// was mounted.
 	Overlay int
+	// Nested are the images the image incorporates, at every depth, in
+	// path order.
+	Nested []NestedImage
+}
+
+// NestedImage is an image incorporated in another at Path (slash path
+// below the outer image's folder): readers fetch it from its own servers.
+type NestedImage struct {
+	Path  string
+	Mount ImageMount
+}
+
+// nestedIn lists the nested images of image folder d, at path p.
+func nestedIn(d *imgDir, p string, out *[]NestedImage) {
+	for i, e := range d.entries {
+		cp := e.Name
+		if p != "" {
+			cp = p + "/" + e.Name
+		}
+		if e.Kind == image.KindImage && e.Nested != nil {
+			*out = append(*out, NestedImage{Path: cp, Mount: ImageMount{Ref: e.Nested.Ref, Servers: slices.Clone(e.Nested.Servers)}})
+		}
+		if sub := d.subs[i]; sub != nil {
+			nestedIn(sub, cp, out)
+		}
+	}
 }
 
 // Image returns folder ino's image (ENOENT-wrapped EINVAL when it has
@@ -593,13 +626,21 @@ func (t *Tree) Image(ino uint64) (ImageInfo, error) {
 		return ImageInfo{}, err
 	}
 	if n.local.Image == nil {
+		if n.imgOf != nil && n.imgOf.entries[n.imgIndex].Kind == image.KindImage {
+			return ImageInfo{}, errnoOf(syscall.EINVAL, "%s holds an image nested in the image of a folder above it: that folder's image info lists it", n.path())
+		}
 		return ImageInfo{}, errnoOf(syscall.EINVAL, "%s has no image mounted", n.path())
 	}
 	var m ImageMount
 	if err := m.UnmarshalBinary(n.local.Image); err != nil {
 		return ImageInfo{}, err
 	}
-	return ImageInfo{Mount: m, Keys: n.keys, Overlay: t.overlayCount(n)}, nil
+	info := ImageInfo{Mount: m, Keys: n.keys, Overlay: t.overlayCount(n)}
+	if n.imgDir != nil {
+		nestedIn(n.imgDir, "", &info.Nested)
+		slices.SortFunc(info.Nested, func(a, b NestedImage) int { return strings.Compare(a.Path, b.Path) })
+	}
+	return info, nil
 }
 
 func (t *Tree) overlayCount(n *Node) int {
@@ -692,6 +733,24 @@ func (t *Tree) overlayChanges(n *Node, d *imgDir, p string, out *[]image.Change)
 		if !e.Native {
 			inImage = false
 		}
+		if c.local.Image != nil {
+			// An image mounted on a folder made inside this one: nested.
+			ch, err := t.nestedChange(c, join(name), e.Index, e.Native, e.Native)
+			if err != nil {
+				return err
+			}
+			*out = append(*out, ch)
+			continue
+		}
+		if inImage && ie.Kind == image.KindImage && ie.Nested != nil && t.overlayCount(c) == 0 {
+			// A nested image renamed or with new attributes, nothing
+			// changed inside: it stays nested (with changes inside, it is
+			// packed below as a folder of this image).
+			ch := t.changeOf(c, join(name), e.Index, true, 0)
+			ch.Entry.Kind, ch.Entry.NextIndex, ch.Entry.Nested = image.KindImage, 0, ie.Nested
+			*out = append(*out, ch)
+			continue
+		}
 		sub := c.imgDir
 		if c.local.Kind == node.KindDir && inImage && ie.Name == name && sub != nil && ie.Kind == image.KindDir {
 			// A folder of the image with changes inside: recurse; its own
@@ -705,7 +764,7 @@ func (t *Tree) overlayChanges(n *Node, d *imgDir, p string, out *[]image.Change)
 		ch := t.changeOf(c, join(name), e.Index, e.Native, 0)
 		*out = append(*out, ch)
 		if c.local.Kind == node.KindDir {
-			if err := t.newSubtree(c, join(name), out); err != nil {
+			if err := t.newSubtree(c, join(name), e.Native, out); err != nil {
 				return err
 			}
 		}
@@ -715,7 +774,10 @@ func (t *Tree) overlayChanges(n *Node, d *imgDir, p string, out *[]image.Change)
 
 // FolderSource is folder ino's content as a source to pack an image of
 // it for that folder (what ReplaceWithImage then mounts): every entry
-// keeps its index, so the image's nodes are the folder's.
+// keeps its index, so the image's nodes are the folder's. A folder below
+// with an image mounted becomes a nested image entry — its mount, not its
+// content, so readers fetch it from its own servers (the paper's movie
+// incorporating a song).
 func (t *Tree) FolderSource(ino uint64) (image.Source, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -726,11 +788,11 @@ func (t *Tree) FolderSource(ino uint64) (image.Source, error) {
 	if n.local.Kind != node.KindDir || n.virtual {
 		return nil, errnoOf(syscall.ENOTDIR, "%s", n.path())
 	}
-	if n.inImage() || underImage(n) || t.holdsImage(n) {
-		return nil, errnoOf(syscall.EBUSY, "%s has an image in it: update that one instead", n.path())
+	if n.inImage() {
+		return nil, errnoOf(syscall.EBUSY, "%s is an image's folder: `integrity image update` re-images the folder it is mounted at", n.path())
 	}
 	var changes []image.Change
-	if err := t.newSubtree(n, "", &changes); err != nil {
+	if err := t.newSubtree(n, "", true, &changes); err != nil {
 		return nil, err
 	}
 	return image.Overlay(emptyDir{}, changes...)
@@ -751,7 +813,10 @@ func (emptyDir) ReadDir(context.Context, string) ([]image.Entry, error) { return
 func (emptyDir) Open(context.Context, string) (io.ReadCloser, error) { return nil, image.ErrNotFound }
 
 // newSubtree adds a folder that is not in the image, and all below it.
-func (t *Tree) newSubtree(n *Node, p string, out *[]image.Change) error {
+// derived says the packed image will give n the keys it has: every folder
+// from the mount point down to n keeps its index and was allocated by
+// its parent (not moved in from elsewhere).
+func (t *Tree) newSubtree(n *Node, p string, derived bool, out *[]image.Change) error {
 	join := func(name string) string {
 		if p == "" {
 			return name
@@ -764,17 +829,49 @@ func (t *Tree) newSubtree(n *Node, p string, out *[]image.Change) error {
 		if err != nil {
 			return err
 		}
+		if c.local.Image != nil {
+			ch, err := t.nestedChange(c, join(name), e.Index, e.Native, derived && e.Native)
+			if err != nil {
+				return err
+			}
+			*out = append(*out, ch)
+			continue
+		}
 		if err := t.loadContent(c); err != nil {
 			return err
 		}
 		*out = append(*out, t.changeOf(c, join(name), e.Index, e.Native, 0))
 		if c.local.Kind == node.KindDir {
-			if err := t.newSubtree(c, join(name), out); err != nil {
+			if err := t.newSubtree(c, join(name), derived && e.Native, out); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// nestedChange describes folder c, which has an image mounted, as a
+// nested image entry at path p: its mount (reference and servers) and
+// attributes (t.mu held). Its overlay must have been folded into its own
+// image first: a nested image is packed by reference, so changes made on
+// top of it would be lost. A private image is sealed for c's keys; the
+// outer image gives its entry the node at idx below its folder, which is
+// c itself only when derived (else the nested image would not open).
+func (t *Tree) nestedChange(c *Node, p string, idx uint32, allocated, derived bool) (image.Change, error) {
+	var m ImageMount
+	if err := m.UnmarshalBinary(c.local.Image); err != nil {
+		return image.Change{}, fmt.Errorf("%s: %w", c.path(), err)
+	}
+	if k := t.overlayCount(c); k > 0 {
+		return image.Change{}, errnoOf(syscall.EBUSY, "%s has %d changes not yet in its image: run `integrity image update %s` first (a nested image is packed by reference)", c.path(), k, c.path())
+	}
+	if !m.Ref.Public && !derived {
+		return image.Change{}, errnoOf(syscall.EXDEV, "%s holds a private image sealed for its own keys, which were not allocated by the folder being imaged (it was moved in): the image would not open there", c.path())
+	}
+	s := c.local
+	e := image.Entry{Kind: image.KindImage, Mode: s.Mode, ModTime: time.Unix(0, s.Mtime), Index: idx, Allocated: allocated,
+		Nested: &image.Nested{Ref: m.Ref, Servers: append([]string(nil), m.Servers...)}}
+	return image.Change{Path: p, Entry: e}, nil
 }
 
 // changeOf describes node c as an image entry at path p (t.mu held).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,10 +146,15 @@ func TestImageWalkThrough(t *testing.T) {
 	if idx := entryIndex(t, a, "/backups/photos", "photo23.jpg"); idx != 22 {
 		t.Fatalf("photo23 at index %d, want 22 (m/…/22)", idx)
 	}
-	// A folder with an image is not a place for another one.
-	if err := a.MountImage(ctx, mkdir(t, a, "/backups/photos/other"), mount); !errors.Is(err, syscall.EBUSY) {
-		t.Fatalf("image inside an image: %v", err)
+	// One image per folder: a second one is refused; so is one on a
+	// folder the image gives (a new folder inside it may take one).
+	if err := a.MountImage(ctx, photos, mount); !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "one image per folder") {
+		t.Fatalf("a second image on the same folder: %v", err)
 	}
+	if vac, _ := a.Resolve("/backups/photos/vacation"); a.MountImage(ctx, vac, mount) == nil {
+		t.Fatal("an image mounted on a folder of an image")
+	}
+	mkdir(t, a, "/backups/photos/other")
 	album, _ := a.Resolve("/backups/photos/vacation")
 	if err := a.Remove(album, "other", true); err == nil {
 		t.Fatal("removing a folder that is not there succeeded")
@@ -218,7 +224,7 @@ func TestImageWalkThrough(t *testing.T) {
 		t.Fatal("ImageSource's base is not the mounted image")
 	}
 	ref2 := packFor(t, e, a, ph, src, false)
-	if err := a.MountImage(ctx, ph, ImageMount{Ref: ref2, Servers: mount.Servers}); err != nil {
+	if err := a.ReplaceWithImage(ctx, ph, ImageMount{Ref: ref2, Servers: mount.Servers}); err != nil {
 		t.Fatal(err)
 	}
 	syncAll(t, a)
@@ -376,5 +382,160 @@ func TestReplaceWithImage(t *testing.T) {
 		t.Fatalf("another device:\n%s\nwant:\n%s", got, before)
 	}
 	closeTree(t, b)
+	closeTree(t, a)
+}
+
+// TestNestedImagesInTree: a folder holding mounted images is imaged in
+// place; the result incorporates them by reference (a public "song", and
+// a private one sealed for the folder it sits in, which opens there
+// because every entry keeps its index); another device reads through
+// both. A public image cannot incorporate a private one; a nested image
+// with changes on top must be updated first; an image mounted on a new
+// folder inside an image folder is folded in as a nested image by
+// re-imaging.
+func TestNestedImagesInTree(t *testing.T) {
+	e := newImageEnv(t)
+	ctx := context.Background()
+	a := e.open("", "a")
+	songDir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(songDir, "lyrics"), 0o755))
+	must(os.WriteFile(filepath.Join(songDir, "song.ogg"), []byte("la la la"), 0o644))
+	must(os.WriteFile(filepath.Join(songDir, "lyrics", "en.txt"), []byte("la"), 0o644))
+	mkdir(t, a, "/pub")
+	pubIno, _ := a.Resolve("/pub")
+	song := packFor(t, e, a, pubIno, localSource(t, songDir), true)
+	servers := []string{"http://images.test"}
+
+	movie := mkdir(t, a, "/movie")
+	writeFile(t, a, "/movie/scene.txt", []byte("scene one"))
+	songIno := mkdir(t, a, "/movie/song")
+	must(a.MountImage(ctx, songIno, ImageMount{Ref: song, Servers: servers}))
+	privIno := mkdir(t, a, "/movie/notes")
+	privDir := t.TempDir()
+	must(os.WriteFile(filepath.Join(privDir, "secret.txt"), []byte("director's notes"), 0o644))
+	priv := packFor(t, e, a, privIno, localSource(t, privDir), false)
+	must(a.MountImage(ctx, privIno, ImageMount{Ref: priv, Servers: servers}))
+	syncAll(t, a)
+	before := listing(t, a)
+	songIdx := entryIndex(t, a, "/movie", "song")
+
+	src, err := a.FolderSource(movie)
+	must(err)
+	if _, err := image.Pack(ctx, io.Discard, src, image.PackOptions{Public: true}); err == nil || !strings.Contains(err.Error(), "private image") {
+		t.Fatalf("a public image incorporating a private one: %v", err)
+	}
+	src, err = a.FolderSource(movie)
+	must(err)
+	ref := packFor(t, e, a, movie, src, false)
+	must(a.ReplaceWithImage(ctx, movie, ImageMount{Ref: ref, Servers: servers}))
+	syncAll(t, a)
+	strip := func(s string) string { // the folder itself gets a new mtime
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if !strings.HasPrefix(l, "/movie dir") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	if got := listing(t, a); strip(got) != strip(before) {
+		t.Fatalf("after imaging /movie:\n%s\nwant:\n%s", got, before)
+	}
+	if entryIndex(t, a, "/movie", "song") != songIdx {
+		t.Fatal("the nested image moved to another index")
+	}
+	info, err := a.Image(movie)
+	must(err)
+	if len(info.Nested) != 2 || info.Nested[0].Path != "notes" || info.Nested[0].Mount.Ref != priv ||
+		info.Nested[1].Path != "song" || info.Nested[1].Mount.Ref != song {
+		t.Fatalf("nested images: %+v", info.Nested)
+	}
+	// The movie image holds the songs by reference, not their bytes.
+	if ref.Size > song.Size+priv.Size+4096 && ref.Size > 8192 {
+		t.Fatalf("the movie image is %d bytes", ref.Size)
+	}
+	b := e.open("", "b")
+	for p, want := range map[string]string{"/movie/scene.txt": "scene one", "/movie/song/song.ogg": "la la la",
+		"/movie/song/lyrics/en.txt": "la", "/movie/notes/secret.txt": "director's notes"} {
+		if got := readFile(t, b, p); string(got) != want {
+			t.Fatalf("second device: %s reads %q", p, got)
+		}
+	}
+	closeTree(t, b)
+
+	// (b): a new folder inside the movie takes an image; re-imaging the
+	// movie folds it in as a third nested image.
+	extra := mkdir(t, a, "/movie/extra")
+	must(a.MountImage(ctx, extra, ImageMount{Ref: song, Servers: servers}))
+	syncAll(t, a)
+	src, old, err := a.ImageSource(ctx, movie)
+	must(err)
+	if old.Ref().Hash != ref.Hash {
+		t.Fatal("ImageSource's base is not the movie")
+	}
+	ref2 := packFor(t, e, a, movie, src, false)
+	must(a.ReplaceWithImage(ctx, movie, ImageMount{Ref: ref2, Servers: servers}))
+	syncAll(t, a)
+	if info, _ := a.Image(movie); len(info.Nested) != 3 || info.Overlay != 0 {
+		t.Fatalf("after folding a mount in: %+v", info)
+	}
+	c := e.open("", "c")
+	if got := readFile(t, c, "/movie/extra/song.ogg"); string(got) != "la la la" {
+		t.Fatalf("third device: %q", got)
+	}
+	closeTree(t, c)
+	nestedIno, err := a.Resolve("/movie/song")
+	must(err)
+	if _, err := a.Image(nestedIno); err == nil || !strings.Contains(err.Error(), "nested") {
+		t.Fatalf("image info of a nested image's folder: %v", err)
+	}
+
+	// Changes made inside a nested image: re-imaging packs it as a folder
+	// of the movie (no longer nested); a rename alone keeps it nested.
+	writeFile(t, a, "/movie/extra/mine.txt", []byte("my verse"))
+	must(a.Rename(movie, "notes", movie, "notes2", false))
+	syncAll(t, a)
+	src, _, err = a.ImageSource(ctx, movie)
+	must(err)
+	ref3 := packFor(t, e, a, movie, src, false)
+	must(a.ReplaceWithImage(ctx, movie, ImageMount{Ref: ref3, Servers: servers}))
+	syncAll(t, a)
+	if info, _ := a.Image(movie); len(info.Nested) != 2 || info.Nested[0].Path != "notes2" || info.Nested[1].Path != "song" {
+		t.Fatalf("after changes inside a nested image: %+v", info.Nested)
+	}
+	d := e.open("", "d")
+	for p, want := range map[string]string{"/movie/extra/mine.txt": "my verse", "/movie/extra/song.ogg": "la la la", "/movie/notes2/secret.txt": "director's notes"} {
+		if got := readFile(t, d, p); string(got) != want {
+			t.Fatalf("fourth device: %s reads %q", p, got)
+		}
+	}
+	closeTree(t, d)
+
+	// A nested mount with changes on top is not packed by reference.
+	other := mkdir(t, a, "/other")
+	s2 := mkdir(t, a, "/other/song")
+	must(a.MountImage(ctx, s2, ImageMount{Ref: song, Servers: servers}))
+	writeFile(t, a, "/other/song/mine.txt", []byte("my verse"))
+	if _, err := a.FolderSource(other); !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "image update /other/song") {
+		t.Fatalf("imaging over a nested image's overlay: %v", err)
+	}
+
+	// A private image moved in from another folder keeps that folder's
+	// keys, which the outer image would not give its entry: refused.
+	mkdir(t, a, "/away")
+	inner := mkdir(t, a, "/away/inner")
+	must(a.MountImage(ctx, inner, ImageMount{Ref: packFor(t, e, a, inner, localSource(t, privDir), false), Servers: servers}))
+	shelf := mkdir(t, a, "/shelf")
+	syncAll(t, a)
+	must(a.Rename(RootIno, "away", shelf, "away", false))
+	if _, err := a.FolderSource(shelf); !errors.Is(err, syscall.EXDEV) || !strings.Contains(err.Error(), "moved in") {
+		t.Fatalf("a private image moved in from elsewhere, imaged: %v", err)
+	}
 	closeTree(t, a)
 }

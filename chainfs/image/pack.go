@@ -281,6 +281,11 @@ func (p *packer) dir(ctx context.Context, path string, keys *node.Keys, next uin
 			if err := e.Nested.validate(); err != nil {
 				return fmt.Errorf("image: nested image %q: %w", cp, err)
 			}
+			if p.public && !e.Nested.Ref.Public {
+				// Its records are sealed for a node's keys, which a public
+				// image gives nobody: no reader could open it.
+				return fmt.Errorf("image: %q is a private image: a public image can only incorporate public ones", cp)
+			}
 			r.nested = Nested{Ref: e.Nested.Ref, Servers: append([]string(nil), e.Nested.Servers...)}
 		default:
 			return fmt.Errorf("image: %q has unknown kind %d", cp, e.Kind)

@@ -33,9 +33,10 @@ into a new version. docs/IMAGE-SERVER.md, docs/PROTOCOL.md.`,
 	var public bool
 	var days int
 	var maxPrice int64
+	var folder string
 	create := &cobra.Command{
-		Use:   "create LOCALDIR [PATH]",
-		Short: "Pack a folder of this machine, host it on image servers and mount it at PATH",
+		Use:   "create LOCALDIR [PATH] | --folder PATH",
+		Short: "Pack a folder of this machine (or, with --folder, of your System), host it on image servers and mount it at PATH",
 		Long: `Pack LOCALDIR into an image for the folder PATH of your System (default
 /<name of LOCALDIR>; created if needed, and empty), pay the image servers
 to host it, upload it (to the first server; the others get it forwarded
@@ -43,9 +44,39 @@ when they can) and mount it at PATH. Prints the image's reference, which
 ` + "`integrity image mount`" + ` takes. --public leaves it unencrypted: anyone
 may mount it. Hosting is bought for --days (default: your System's term,
 365 days unless ` + "`integrity image settings --days`" + `); a server asking
-more than --max-price for one payment is refused before anything is paid.`,
-		Args: cobra.RangeArgs(1, 2),
+more than --max-price for one payment is refused before anything is paid.
+
+With --folder PATH (and no LOCALDIR), image the folder PATH of your System
+in place: its files become the image, at the same nodes. A folder below
+PATH with an image mounted (` + "`integrity image mount REF PATH/song`" + `) is
+incorporated by reference — the image names the nested image and its
+servers, not its content — so whoever mounts the result downloads the
+nested image from its own servers, on its own terms. Fold changes made
+inside a nested image first (` + "`integrity image update PATH/song`" + `). A
+public image can incorporate only public images; a private one, private
+images mounted where they sit (they are sealed for that folder's keys).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if folder != "" {
+				if len(args) != 0 {
+					return fmt.Errorf("image create --folder %s takes no LOCALDIR", folder)
+				}
+				return nil
+			}
+			return cobra.RangeArgs(1, 2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if folder != "" {
+				if !strings.HasPrefix(folder, "/") {
+					return fmt.Errorf("--folder %s: give the folder's path in your System, from /", folder)
+				}
+				var res system.ImageResult
+				err := a.imageCall(cmd.Context(), "image.create", system.ImageArgs{Path: folder, InPlace: true, Servers: servers, Public: public, Days: days, MaxPrice: maxPrice}, &res)
+				if err != nil {
+					return err
+				}
+				printImage(a, "created and mounted", res)
+				return nil
+			}
 			local, err := filepath.Abs(args[0])
 			if err != nil {
 				return err
@@ -67,6 +98,7 @@ more than --max-price for one payment is refused before anything is paid.`,
 	create.Flags().BoolVar(&public, "public", false, "leave the image unencrypted: anyone may mount it")
 	create.Flags().IntVar(&days, "days", 0, "days of hosting to buy (default: your System's term, see `integrity image settings`)")
 	create.Flags().Int64Var(&maxPrice, "max-price", 0, maxPriceUsage)
+	create.Flags().StringVar(&folder, "folder", "", "image this folder of your System in place (instead of LOCALDIR), nesting the images mounted below it")
 
 	var mservers []string
 	var mmaxPrice int64
@@ -79,7 +111,14 @@ public image (downloaded whole and checked, to read its root), or the
 address of someone's published folder whose (public) image to mount. The
 download checks every byte; a server that fails or serves wrong bytes is
 skipped and reported. Servers that charge for downloads are paid at most
---max-price per payment; afterwards, reads follow your System's cap.`,
+--max-price per payment; afterwards, reads follow your System's cap.
+
+One image per folder: a folder that holds one is refused (unmount it
+first). PATH may be a new folder inside another image's folder: the mount
+is a change on top of that image, which ` + "`integrity image update`" + ` of its
+folder then packs as a nested image (by reference). To incorporate images
+into a folder that is not an image yet, mount them below it and image it
+with ` + "`integrity image create --folder`" + `.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res system.ImageResult
@@ -243,6 +282,13 @@ func printImage(a *app, what string, r system.ImageResult) {
 		if why, ok := r.Skipped[u]; ok {
 			fmt.Fprintf(a.out, "skipped:   %s (%s)\n", u, why)
 		}
+	}
+	for _, n := range r.Nested {
+		nv := "private"
+		if n.Public {
+			nv = "public"
+		}
+		fmt.Fprintf(a.out, "nested:    %s: %s image %s on %s\n", n.Path, nv, n.Ref, strings.Join(n.Servers, ", "))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -268,6 +269,10 @@ type ImageArgs struct {
 	Op      string   `json:"op,omitempty"` // progress id chosen by the CLI
 	Set     bool     `json:"set,omitempty"`
 	Keep    bool     `json:"keep,omitempty"` // update: keep hosting the old version
+	// InPlace (create) images the System's folder Path itself, with no
+	// local folder: its files, and for each folder below it with an
+	// image mounted, that image nested by reference.
+	InPlace bool `json:"in_place,omitempty"`
 	// MaxPrice caps each payment the command makes, in sat (0: the
 	// System's setting, default imageserver.DefaultMaxPrice).
 	MaxPrice int64 `json:"max_price,omitempty"`
@@ -294,6 +299,30 @@ type ImageResult struct {
 	Released []string `json:"released,omitempty"`
 	// Skipped lists servers that failed or served bad bytes, and why.
 	Skipped map[string]string `json:"skipped,omitempty"`
+	// Nested are the images this one incorporates (info, create, update).
+	Nested []ImageNested `json:"nested,omitempty"`
+}
+
+// ImageNested is an image nested in another, at Path of the System.
+type ImageNested struct {
+	Path    string   `json:"path"`
+	Ref     string   `json:"ref"`
+	Hash    string   `json:"hash"`
+	Public  bool     `json:"public"`
+	Servers []string `json:"servers"`
+}
+
+// withNested adds to r the images nested in folder ino's image.
+func withNested(r *ImageResult, t *chainfs.Tree, ino uint64) {
+	info, err := t.Image(ino)
+	if err != nil {
+		return
+	}
+	for _, n := range info.Nested {
+		b, _ := n.Mount.Ref.MarshalBinary()
+		r.Nested = append(r.Nested, ImageNested{Path: path.Join(r.Path, n.Path), Ref: hex.EncodeToString(b),
+			Hash: hex.EncodeToString(n.Mount.Ref.Hash[:]), Public: n.Mount.Ref.Public, Servers: n.Mount.Servers})
+	}
 }
 
 // ImageHosting is one server's hold on an image.
@@ -570,6 +599,16 @@ func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
 	if err := a.checkTerms(); err != nil {
 		return nil, err
 	}
+	if a.InPlace {
+		if a.Local != "" {
+			return nil, errors.New("image create: a local folder or --folder, not both")
+		}
+		res, err := s.imageFromFolder(withMaxPrice(ctx, a.MaxPrice), a)
+		if err != nil {
+			return nil, spendHint(err)
+		}
+		return res, nil
+	}
 	res, err := s.imageCreateAt(withMaxPrice(ctx, a.MaxPrice), a)
 	return res, spendHint(err)
 }
@@ -625,9 +664,13 @@ func (s *System) imageCreateAt(ctx context.Context, a ImageArgs) (any, error) {
 
 // imageFromFolder packs a folder of the System into an image of itself on
 // the System's image servers and mounts it there: the same files, now
-// hosted (the VM's image_create).
+// hosted (`image create --folder`, the VM's image_create). Folders below
+// it with an image mounted are nested in it by reference.
 func (s *System) imageFromFolder(ctx context.Context, a ImageArgs) (ImageResult, error) {
 	defer s.imageOps.end(a.Op)
+	if a.Path == "" {
+		return ImageResult{}, errors.New("image create --folder needs a folder of the System")
+	}
 	t, ino, err := s.folder(ctx, a.Path, false)
 	if err != nil {
 		return ImageResult{}, err
@@ -662,6 +705,7 @@ func (s *System) imageFromFolder(ctx context.Context, a ImageArgs) (ImageResult,
 		return ImageResult{}, err
 	}
 	m := chainfs.ImageMount{Ref: ref, Servers: servers}
+	s.imageOps.set(a.Op, "mounting", 0, 0)
 	if err := t.ReplaceWithImage(ctx, ino, m); err != nil {
 		return ImageResult{}, err
 	}
@@ -670,6 +714,7 @@ func (s *System) imageFromFolder(ctx context.Context, a ImageArgs) (ImageResult,
 	}
 	res := resultOf(clean(a.Path), m, 0)
 	res.Days, res.Hosting = days, hosting
+	withNested(&res, t, ino)
 	return res, nil
 }
 
@@ -770,6 +815,7 @@ func (s *System) imageMountAt(ctx context.Context, a ImageArgs) (any, error) {
 	}
 	res := resultOf(clean(a.Path), m, 0)
 	res.Skipped = s.skipped(m.Servers)
+	withNested(&res, t, ino)
 	return res, nil
 }
 
@@ -803,6 +849,7 @@ func (s *System) imageInfo(ctx context.Context, a ImageArgs) (any, error) {
 	r := resultOf(clean(a.Path), info.Mount, info.Overlay)
 	r.Hosting = s.hostingOf(ctx, info.Mount.Ref.Hash, info.Mount.Servers)
 	r.Skipped = s.skipped(info.Mount.Servers)
+	withNested(&r, t, ino)
 	return r, nil
 }
 
@@ -951,12 +998,13 @@ func (s *System) imageUpdateAt(ctx context.Context, a ImageArgs) (any, error) {
 		}
 	}
 	s.imageOps.set(a.Op, "mounting", 0, 0)
-	if err := t.MountImage(ctx, ino, chainfs.ImageMount{Ref: ref, Servers: info.Mount.Servers}); err != nil {
+	if err := t.ReplaceWithImage(ctx, ino, chainfs.ImageMount{Ref: ref, Servers: info.Mount.Servers}); err != nil {
 		return nil, err
 	}
 	if err := t.Sync(ctx, ino); err != nil {
 		return nil, err
 	}
+	withNested(&res, t, ino)
 	if !a.Keep {
 		for _, u := range info.Mount.Servers {
 			c, err := s.images.client(u)
