@@ -647,7 +647,7 @@ func TestNetworkPolicy(t *testing.T) {
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	ctx := context.Background()
 	strict := &Network{}
-	for _, host := range []string{"127.0.0.1", "localhost", "::1", "169.254.169.254", "fe80::1", "0.0.0.0", "224.0.0.1", "255.255.255.255"} {
+	for _, host := range []string{"127.0.0.1", "localhost", "::1", "169.254.169.254", "fe80::1", "0.0.0.0", "0.1.2.3", "::", "224.0.0.1", "255.255.255.255", "::ffff:127.0.0.1"} {
 		c, err := strict.DialTCP(ctx, host, port)
 		if err == nil {
 			c.Close()

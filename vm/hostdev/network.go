@@ -65,6 +65,8 @@ func (n *Network) allowed(a netip.Addr) bool {
 	case !a.IsValid(), a.IsUnspecified(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(),
 		a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return false
+	case a.Is4() && a.As4()[0] == 0:
+		return false // 0.0.0.0/8: Linux connects 0.x to this host
 	case a.IsLoopback():
 		return n.AllowLoopback
 	}
