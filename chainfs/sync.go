@@ -26,7 +26,7 @@ type replayed struct {
 	head         chain.UTXO
 	hasHead      bool
 	childGenesis map[[20]byte]int64
-	missingBlob  bool
+	missingBlob  bool // content (a blob, or the folder's image) could not be fetched
 	// img is the image the state mounts, loaded for it (nil: none, or
 	// the one the node has); lazy says an image file's content is still
 	// to be read from its image.
@@ -242,8 +242,9 @@ func (t *Tree) fetchNode(ctx context.Context, n *Node) (*replayed, error) {
 		if cur != nil && bytes.Equal(cur.mount, raw) {
 			d = cur
 		} else if d, err = t.loadImage(ctx, keys, raw); err != nil {
-			t.log.Warn("chainfs: a folder's image cannot be read; it shows empty", "addr", fmt.Sprintf("%x", keys.Addr[:6]), "err", err)
+			t.log.Warn("chainfs: a folder's image cannot be read; it shows empty until it can", "addr", fmt.Sprintf("%x", keys.Addr[:6]), "err", err)
 			d = nil
+			r.missingBlob = true // read again (retryLoop)
 		}
 		r.img = d
 	}
@@ -276,7 +277,8 @@ func (t *Tree) applyReplay(n *Node, r *replayed) {
 		n.revs[k].height, n.revs[k].time = r.revs[k].height, r.revs[k].time
 		k++
 	}
-	if k == len(r.revs) && len(n.revs) > 0 {
+	refill := n.unavailable && k == len(n.revs) // the same history, read again for what was missing
+	if k == len(r.revs) && len(n.revs) > 0 && !refill {
 		return // stale or identical
 	}
 	base := n.committed

@@ -65,7 +65,11 @@ type Config struct {
 	// Progress, if set, is told how many nodes a full sync has found and
 	// finished.
 	Progress func(done, found int)
-	Logger   *slog.Logger
+	// RetryInterval is how often nodes whose content or image could not
+	// be fetched (image servers down or unknown) are read again (default
+	// 30 s; negative: never).
+	RetryInterval time.Duration
+	Logger        *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -183,7 +187,8 @@ type Node struct {
 	committing   bool
 	waiters      []waiter
 	ctime        time.Time
-	// unavailable: the content is in a blob this device cannot fetch.
+	// unavailable: the content is in a blob this device cannot fetch, or
+	// the folder's image could not be read (retryLoop reads it again).
 	unavailable bool
 	// signer is the write key ready to sign (cached).
 	signer *wallet.Key
@@ -256,6 +261,9 @@ func Open(ctx context.Context, cfg Config) (*Tree, error) {
 	if cfg.Device == "" {
 		cfg.Device = "this device"
 	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = defaultRetryInterval
+	}
 	t := &Tree{
 		cfg: cfg, log: cfg.Logger, backend: cfg.Backend, wallet: cfg.Wallet,
 		byIno: map[uint64]*Node{}, byAddr: map[[20]byte]*Node{}, nextIno: RootIno,
@@ -291,7 +299,40 @@ func Open(ctx context.Context, cfg Config) (*Tree, error) {
 	go t.commitLoop()
 	go t.syncLoop()
 	go t.journalLoop()
+	if cfg.RetryInterval > 0 {
+		t.done.Add(1)
+		go t.retryLoop()
+	}
 	return t, nil
+}
+
+// defaultRetryInterval: see Config.RetryInterval.
+const defaultRetryInterval = 30 * time.Second
+
+// retryLoop reads unavailable nodes again now and then, so a folder whose
+// image servers were unreachable when the tree was read fills in once they
+// answer, without a restart.
+func (t *Tree) retryLoop() {
+	defer t.done.Done()
+	tick := time.NewTicker(t.cfg.RetryInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), imageTimeout)
+		go func() {
+			select {
+			case <-t.stop: // Close does not wait for image servers
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		t.RetryUnavailable(ctx)
+		cancel()
+	}
 }
 
 // newNode registers a node (t.mu held, or during Open).
