@@ -166,6 +166,27 @@ type forwardResponse struct {
 	At   hostedJSON `json:"hosted"`
 }
 
+// extendRequest extends the hosting of content already held
+// (POST /v1/images/{hash}/extend).
+type extendRequest struct {
+	// Quote is a paid, unused upload quote for the hash and exact size,
+	// of the content's visibility.
+	Quote string `json:"quote"`
+	// PublicKey, if it holds the content, has its hold extended; else
+	// (or absent) the anonymous hold is. No signature: it grants nothing.
+	PublicKey string `json:"public_key,omitempty"`
+}
+
+type extendResponse struct {
+	hostedJSON
+	// HoldUntil is the end of the hold the quote paid for (hosted_until
+	// is the content's, which another hold may set later).
+	HoldUntil time.Time `json:"hold_until"`
+	// OwnerHold: the public key's own hold was extended (false: the
+	// anonymous hold).
+	OwnerHold bool `json:"owner_hold"`
+}
+
 type errorBody struct {
 	Error errorJSON `json:"error"`
 }

@@ -377,6 +377,101 @@ func (c *Client) Host(ctx context.Context, req HostRequest) (Hosted, error) {
 	return c.Upload(ctx, UploadRequest{Quote: q, Body: req.Body, Owner: req.Owner, Progress: req.Progress})
 }
 
+// ExtendRequest renews the hosting of content a server already holds,
+// without sending it again.
+type ExtendRequest struct {
+	Hash [32]byte
+	// Size and Public describe the content exactly (the quote must match
+	// it); Size 0: ask the server (Stat).
+	Size   int64
+	Public bool
+	// Days to add (0: the server's minimum).
+	Days  int
+	Payer Payer
+	// OwnerKey (a compressed public key), if it holds the content on the
+	// server, has its hold extended; otherwise the payment adds to the
+	// anonymous hold (crowdfunding), which grants no ownership.
+	OwnerKey []byte
+}
+
+// Extended is the answer to an extension.
+type Extended struct {
+	// Hosted is the content after it: HostedUntil is its hosting end.
+	Hosted
+	// HoldUntil is when the hold paid for now ends.
+	HoldUntil time.Time
+	// OwnerHold: OwnerKey's hold was extended (false: the anonymous one).
+	OwnerHold bool
+}
+
+// Extend checks that the server hosts req.Hash (ErrNotFound, before
+// anything is paid), quotes, pays with req.Payer (a quote over a
+// LimitedPayer's limit is refused before anything is paid, as in Pay) and
+// extends the hosting.
+func (c *Client) Extend(ctx context.Context, req ExtendRequest) (Extended, error) {
+	// Asked first so nothing is paid for content the server no longer
+	// holds (an ended hold cannot be extended: upload it again).
+	st, err := c.Stat(ctx, req.Hash)
+	if err != nil {
+		return Extended{}, err
+	}
+	switch {
+	case req.Size == 0:
+		req.Size, req.Public = st.Size, st.Public
+	case req.Size != st.Size || req.Public != st.Public:
+		return Extended{}, fmt.Errorf("%w: %s holds %x as %d %s bytes, not %d %s", ErrUnexpectedReply, c.base, req.Hash[:8],
+			st.Size, visibility(st.Public), req.Size, visibility(req.Public))
+	}
+	// The server refuses a hold ending past its longest term, but only
+	// once paid: refuse here what it would refuse then. HostedUntil is the
+	// latest hold's end, from which an anonymous extension runs (an
+	// owner's own hold ends no later), so this never lets through what
+	// the server refuses.
+	info, err := c.Info(ctx)
+	if err != nil {
+		return Extended{}, err
+	}
+	if max := info.Policy.MaxDays; max > 0 {
+		from := st.HostedUntil
+		if now := time.Now(); from.Before(now) {
+			from = now
+		}
+		if end := from.Add(time.Duration(req.Days) * 24 * time.Hour); end.After(time.Now().Add(time.Duration(max) * 24 * time.Hour)) {
+			return Extended{}, fmt.Errorf("%w: %s hosts at most %d days ahead and %x is hosted until %s: extending by %d days would pass that (nothing was paid)",
+				ErrRefused, c.base, max, req.Hash[:8], st.HostedUntil.UTC().Format(time.DateOnly), req.Days)
+		}
+	}
+	q, err := c.Quote(ctx, QuoteRequest{Kind: KindUpload, Hash: req.Hash, Size: req.Size, Days: req.Days, Public: req.Public})
+	if err != nil {
+		return Extended{}, err
+	}
+	if q, err = c.Pay(ctx, q, req.Payer); err != nil {
+		return Extended{}, err
+	}
+	return c.ExtendPaid(ctx, q, req.OwnerKey)
+}
+
+// ExtendPaid extends the hosting of q.Hash on a paid upload quote for it
+// (its exact size and visibility), for ownerKey's hold if it has one.
+func (c *Client) ExtendPaid(ctx context.Context, q Quote, ownerKey []byte) (Extended, error) {
+	body := extendRequest{Quote: q.ID}
+	if len(ownerKey) > 0 {
+		body.PublicKey = hex.EncodeToString(ownerKey)
+	}
+	var r extendResponse
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/images/"+hex.EncodeToString(q.Hash[:])+"/extend", body, &r); err != nil {
+		return Extended{}, err
+	}
+	h, err := c.hostedOf(r.hostedJSON)
+	if err != nil {
+		return Extended{}, err
+	}
+	if h.Hash != q.Hash {
+		return Extended{}, fmt.Errorf("%w: %s extended %x, not %x", ErrUnexpectedReply, c.base, h.Hash[:8], q.Hash[:8])
+	}
+	return Extended{Hosted: h, HoldUntil: r.HoldUntil, OwnerHold: r.OwnerHold}, nil
+}
+
 // Stat describes hosted content (ErrNotFound if not hosted).
 func (c *Client) Stat(ctx context.Context, h [32]byte) (Hosted, error) {
 	var r hostedJSON

@@ -20,6 +20,8 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Add([]byte(`{"hash":"` + h + `","action":"patch"}`))
 	f.Add([]byte(`{"nonce":"` + h + `","public_key":"02` + h + `","signature":"3006020101020101"}`))
 	f.Add([]byte(`{"to":"https://x.example","quote":"` + h[:32] + `","nonce":"` + h + `"}`))
+	f.Add([]byte(`{"quote":"` + h[:32] + `","public_key":"02` + h + `"}`))
+	f.Add([]byte(`{"quote":"` + h[:32] + `"}`))
 	f.Add([]byte(`{"a":1}{"b":2}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -67,6 +69,16 @@ func FuzzDecodeRequests(f *testing.F) {
 		} else {
 			check(err)
 		}
+		var ex extendRequest
+		if err := decodeJSON(bytes.NewReader(body), &ex); err == nil {
+			check(validID(ex.Quote))
+			if ex.PublicKey != "" {
+				_, err := parseHex(ex.PublicKey, "public key", 33)
+				check(err)
+			}
+		} else {
+			check(err)
+		}
 	})
 }
 
@@ -104,6 +116,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add(uint8(0), "/v1/images/"+h, "", "", "")
 	f.Add(uint8(1), "/v1/images/"+h+"/patch", "application/octet-stream", "\x01\x00", "")
 	f.Add(uint8(1), "/v1/images/"+h+"/release", "application/json", `{}`, "")
+	f.Add(uint8(1), "/v1/images/"+h+"/extend", "application/json", `{"quote":"`+strings.Repeat("c", 32)+`","public_key":"02`+h+`"}`, "")
 	f.Add(uint8(1), "/v1/challenges", "application/json", `{"hash":"`+h+`","action":"release"}`, "")
 	f.Add(uint8(0), "/v1/quotes/"+strings.Repeat("0", 32), "", "", "")
 	srv, err := New(Config{DataDir: f.TempDir(), IPRate: RateLimit{PerSecond: 1e9, Burst: 1e9}, Logger: quietLogger(), SweepInterval: -1})

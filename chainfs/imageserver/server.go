@@ -228,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/images/{hash}/patch", s.api(s.handlePatch, "application/octet-stream"))
 	mux.HandleFunc("POST /v1/images/{hash}/release", s.api(s.handleRelease, "application/json"))
 	mux.HandleFunc("POST /v1/images/{hash}/forward", s.api(s.handleForward, "application/json"))
+	mux.HandleFunc("POST /v1/images/{hash}/extend", s.api(s.handleExtend, "application/json"))
 	mux.HandleFunc("/", s.api(func(_ http.ResponseWriter, r *http.Request) (int, any, error) {
 		return 0, nil, errorf(http.StatusNotFound, codeNotFound, "no endpoint %s %s (see docs/IMAGE-SERVER.md)", r.Method, r.URL.Path)
 	}, ""))
@@ -1249,7 +1250,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) (int, any, 
 		if q, err = s.quote(qid); err != nil {
 			return 0, nil, err
 		}
-		if err := s.checkPatchQuote(r.Context(), q, newHash, outLen, base.Public, price, now); err != nil {
+		if err := s.checkHoldQuote(r.Context(), q, newHash, outLen, base.Public, price, now, "the patched image"); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -1349,17 +1350,18 @@ func (s *Server) freePatchFits(held hold, size, price int64) error {
 			ErrUnpaid, size, held.Size, s.cfg.PatchSlack, HeaderQuote)}
 }
 
-// checkPatchQuote checks the quote a patch pays with: an unused upload
-// quote for the new version's hash and size, of the base's visibility
-// (so a private image is not grown at the public price), priced at what
-// the policy charges for that size and term, paid (the chain is checked
-// if need be) and not stale. The caller holds the quote's lock.
-func (s *Server) checkPatchQuote(ctx context.Context, q *quoteRec, newHash [32]byte, size int64, public bool, price int64, now time.Time) error {
+// checkHoldQuote checks the quote that buys a hold on content (what
+// describes it, e.g. "the patched image"): an unused upload quote for
+// its hash and size, of its visibility (so private content is not held
+// at the public price), priced at what the policy charges for that size
+// and term, paid (the chain is checked if need be) and not stale. Patches
+// and extensions use it. The caller holds the quote's lock.
+func (s *Server) checkHoldQuote(ctx context.Context, q *quoteRec, hash [32]byte, size int64, public bool, price int64, now time.Time, what string) error {
 	switch {
-	case q.Kind != KindUpload || q.Hash != hex.EncodeToString(newHash[:]) || q.Size != size:
-		return invalid("quote %s is not an upload quote for %x and %d bytes", q.ID, newHash[:8], size)
+	case q.Kind != KindUpload || q.Hash != hex.EncodeToString(hash[:]) || q.Size != size:
+		return invalid("quote %s is not an upload quote for %x and %d bytes", q.ID, hash[:8], size)
 	case q.Public != public:
-		return invalid("quote %s is for hosting a %s image; the patched image is %s", q.ID, visibility(q.Public), visibility(public))
+		return invalid("quote %s is for hosting a %s image; %s is %s", q.ID, visibility(q.Public), what, visibility(public))
 	case q.Used:
 		return errorf(http.StatusConflict, codePaymentUsed, "%s: quote %s already paid for an upload", ErrPaymentUsed, q.ID)
 	}
@@ -1374,6 +1376,92 @@ func (s *Server) checkPatchQuote(ctx context.Context, q *quoteRec, newHash [32]b
 		return errorf(http.StatusGone, codeQuoteExpired, "%s: quote %s was paid but not used in time", ErrQuoteExpired, q.ID)
 	}
 	return nil
+}
+
+// handleExtend extends the hosting of content the server holds, without
+// its bytes, on a paid upload quote for its hash and exact size (the
+// paper's paid "length of time", renewed; and its crowdfunding: anyone
+// who pays may extend). With public_key naming a key that holds the
+// content, that owner's hold is extended from its end; otherwise the
+// anonymous hold is, from the content's hosting end, so a contribution
+// always buys days beyond what is already paid for. No signature is
+// needed — paying for someone's hold takes nothing from them — and no
+// ownership is granted: only a key registered at upload patches and
+// releases.
+func (s *Server) handleExtend(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+	hash, err := parseHash(r.PathValue("hash"), "hash")
+	if err != nil {
+		return 0, nil, err
+	}
+	var req extendRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return 0, nil, err
+	}
+	if err := validID(req.Quote); err != nil {
+		return 0, nil, err
+	}
+	var pub []byte
+	if req.PublicKey != "" {
+		if pub, err = parseHex(req.PublicKey, "public key", 33); err != nil {
+			return 0, nil, err
+		}
+	}
+	defer s.locks.lock("q/" + req.Quote)()
+	q, err := s.quote(req.Quote)
+	if err != nil {
+		return 0, nil, err
+	}
+	// The quote is checked (the chain asked, if need be) before the
+	// image's lock is taken: a hash names fixed bytes, so the size and
+	// visibility checked here cannot change under it.
+	rec, err := s.hosted(hash)
+	if err != nil {
+		return 0, nil, err
+	}
+	price := s.cfg.Policy.PricePerMBDay
+	if rec.Public {
+		price = s.cfg.Policy.PublicPricePerMBDay
+	}
+	if err := s.checkHoldQuote(r.Context(), q, hash, rec.Size, rec.Public, price, s.now(), "the hosted content"); err != nil {
+		return 0, nil, err
+	}
+	defer s.locks.lock("i/" + q.Hash)()
+	// Afresh under the lock: a release or the sweeper may have ended it.
+	if rec, err = s.hosted(hash); err != nil {
+		return 0, nil, err
+	}
+	now := s.now()
+	h := hold{Quote: q.ID, Size: q.Size}
+	from := rec.until()
+	if held, ok := rec.ownerHold(pub, now); pub != nil && ok {
+		// Never less than the owner paid for: a stranger's extension must
+		// not shrink what its free patches may grow to.
+		h.Owner, h.Size, from = pub, max(held.Size, q.Size), held.Until
+	}
+	h.Until = from.Add(time.Duration(q.Days) * 24 * time.Hour)
+	if limit := now.Add(time.Duration(s.cfg.Policy.MaxDays) * 24 * time.Hour); h.Until.After(limit) {
+		return 0, nil, errorf(http.StatusForbidden, codeRefused, "%s: the hold would end on %s, more than %d days ahead (this server's longest term): extend later or for fewer days",
+			ErrRefused, h.Until.UTC().Format(time.DateOnly), s.cfg.Policy.MaxDays)
+	}
+	if rec.holdFull(h.Owner, now) {
+		return 0, nil, tooManyHolders(hash)
+	}
+	if err := rec.addHold(h, now); err != nil {
+		return 0, nil, tooManyHolders(hash)
+	}
+	q.Used = true
+	err = s.update(func(txn *badger.Txn) error {
+		rec.V, q.V = recVersion, recVersion
+		if err := setJSON(txn, imageKey(hash), rec, 0); err != nil {
+			return err
+		}
+		return setJSON(txn, quoteKey(q.ID), q, s.quoteKeep())
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	s.log.Info("extended", "hash", rec.Hash[:16], "owner", h.Owner != nil, "until", h.Until.UTC(), "days", q.Days, "quote", q.ID)
+	return http.StatusOK, extendResponse{hostedJSON: s.hostedJSON(rec), HoldUntil: h.Until.UTC(), OwnerHold: h.Owner != nil}, nil
 }
 
 // storeBytes is store for content in memory.

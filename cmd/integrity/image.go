@@ -178,6 +178,48 @@ term).`,
 	update.Flags().IntVar(&udays, "days", 0, "days of hosting to buy where the new version is uploaded whole (default: your System's term)")
 	update.Flags().Int64Var(&umaxPrice, "max-price", 0, maxPriceUsage)
 
+	var rdays int
+	var rmaxPrice int64
+	renew := &cobra.Command{
+		Use:   "renew PATH",
+		Short: "Renew the hosting of the image at PATH on each of its servers, without uploading it again",
+		Long: `Buy more hosting of the image mounted at the folder PATH from each of its
+servers: per server a paid extension (quote, pay, extend) of the hold
+registered to the folder's key, adding --days (default: your System's
+term, fitted to the server's bounds) to its end — the image is not sent
+again. Where that key holds nothing on a server (a public image someone
+else uploaded), the payment extends the server's anonymous hold: anyone
+may pay for hosting; only the owner may change or release the image. Prints each
+server's new hosting end, or why it failed; one failure does not stop the
+others, and the command fails only if no server renewed. A server asking
+more than --max-price for one payment is refused before anything is
+paid. Images nested in it have their own servers: renew them at their
+folders. ` + "`integrity status`" + ` shows the earliest hosting end of your images.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res system.ImageResult
+			if err := a.imageCall(cmd.Context(), "image.renew", system.ImageArgs{Path: args[0], Days: rdays, MaxPrice: rmaxPrice}, &res); err != nil {
+				return err
+			}
+			ok := 0
+			for _, h := range res.Hosting {
+				if h.Err != "" {
+					fmt.Fprintf(a.out, "failed:    %s: %s\n", h.Server, h.Err)
+					continue
+				}
+				ok++
+				fmt.Fprintf(a.out, "renewed:   %s until %s\n", h.Server, h.Until.Local().Format(time.DateOnly))
+			}
+			if ok == 0 {
+				return fmt.Errorf("renewing %s failed on every server (%d)", res.Path, len(res.Hosting))
+			}
+			fmt.Fprintf(a.out, "renewed %s on %d of %d servers, %d days each\n", res.Path, ok, len(res.Hosting), res.Days)
+			return nil
+		},
+	}
+	renew.Flags().IntVar(&rdays, "days", 0, "days of hosting to add (default: your System's term, see `integrity image settings`)")
+	renew.Flags().Int64Var(&rmaxPrice, "max-price", 0, maxPriceUsage)
+
 	info := &cobra.Command{
 		Use:   "info PATH",
 		Short: "Show the image mounted at PATH: reference, servers, changes not yet folded in",
@@ -257,7 +299,7 @@ update where a server gets the new version whole, and for files over
 	}
 	settings.Flags().Int64Var(&setMaxPrice, "max-price", 0, "most to pay an image server per payment made in the background, in sat (0: the default, 100,000)")
 	settings.Flags().IntVar(&setDays, "days", 0, "hosting term bought by default, in days (0: the default, 365)")
-	img.AddCommand(create, mount, unmount, update, info, srv, settings)
+	img.AddCommand(create, mount, unmount, update, renew, info, srv, settings)
 	return img
 }
 

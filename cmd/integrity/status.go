@@ -18,6 +18,9 @@ type Status struct {
 	Chain  system.ChainStatus   `json:"chain"`
 	Tree   system.TreeStatus    `json:"tree"`
 	Wallet system.BalanceResult `json:"wallet"`
+	// Images: the earliest hosting end of the images this device knows
+	// (from what the agent last learnt; no server is asked).
+	Images *system.ImageHostingStatus `json:"images,omitempty"`
 }
 
 func (a *app) runStatus(ctx context.Context, asJSON bool) error {
@@ -52,6 +55,10 @@ func (a *app) runStatus(ctx context.Context, asJSON bool) error {
 	if err := c.Call(ctx, "wallet.balance", nil, &st.Wallet); err != nil {
 		return err
 	}
+	var img system.ImageHostingStatus
+	if err := c.Call(ctx, "image.hosting", nil, &img); err == nil && img.Mounted > 0 {
+		st.Images = &img
+	} // else an older agent, or no images: no line
 	if asJSON {
 		return json.NewEncoder(a.out).Encode(st)
 	}
@@ -72,6 +79,18 @@ func (a *app) runStatus(ctx context.Context, asJSON bool) error {
 		fmt.Fprintf(a.out, "tree:       %d nodes, %d with changes not yet committed\n", st.Tree.Nodes, st.Tree.Pending)
 		if !st.Tree.LastSync.IsZero() {
 			fmt.Fprintf(a.out, "last sync:  %s ago\n", time.Since(st.Tree.LastSync).Round(time.Second))
+		}
+	}
+	if im := st.Images; im != nil {
+		if im.Until.IsZero() {
+			fmt.Fprintf(a.out, "images:     %d mounted; hosting ends unknown (see `integrity image info PATH`)\n", im.Mounted)
+		} else {
+			when := "ends first on"
+			if !im.Until.After(time.Now()) {
+				when = "ENDED on"
+			}
+			fmt.Fprintf(a.out, "images:     %d mounted; hosting %s %s at %s (renew: integrity image renew %s)\n",
+				im.Mounted, when, im.Until.Local().Format(time.DateOnly), im.Server, im.Path)
 		}
 	}
 	fmt.Fprintf(a.out, "wallet:     %s spendable, %s immature\n", btcutil.Amount(st.Wallet.Confirmed+st.Wallet.Unconfirmed), btcutil.Amount(st.Wallet.Immature))

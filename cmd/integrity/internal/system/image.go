@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,8 @@ type imageClients struct {
 	maxPrice atomic.Int64
 	days     atomic.Int64
 	loadOnce sync.Once
+	// hosting is what `integrity status` reports of the images' terms.
+	hosting hostingNotes
 }
 
 // imageSettingsFile keeps, in the data directory, the image settings last
@@ -255,6 +258,8 @@ func (s *System) imageHandlers() map[string]func(context.Context, json.RawMessag
 		"image.progress": typed(s.imageProgress),
 		"image.servers":  typed(s.imageServers),
 		"image.settings": typed(s.imageSettings),
+		"image.renew":    typed(s.imageRenew),
+		"image.hosting":  typed(s.imageHostingStatus),
 	}
 }
 
@@ -607,10 +612,17 @@ func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
 		if err != nil {
 			return nil, spendHint(err)
 		}
+		s.images.hosting.note(s, res.Path, res.Hash, res.Hosting)
 		return res, nil
 	}
 	res, err := s.imageCreateAt(withMaxPrice(ctx, a.MaxPrice), a)
-	return res, spendHint(err)
+	if err != nil {
+		return nil, spendHint(err)
+	}
+	if r, ok := res.(ImageResult); ok {
+		s.images.hosting.note(s, r.Path, r.Hash, r.Hosting)
+	}
+	return res, nil
 }
 
 func (s *System) imageCreateAt(ctx context.Context, a ImageArgs) (any, error) {
@@ -793,7 +805,11 @@ func (s *System) imageMount(ctx context.Context, a ImageArgs) (any, error) {
 		return nil, err
 	}
 	res, err := s.imageMountAt(withMaxPrice(ctx, a.MaxPrice), a)
-	return res, spendHint(err)
+	if err != nil {
+		return nil, spendHint(err)
+	}
+	s.noteHosting(ctx, res)
+	return res, nil
 }
 
 func (s *System) imageMountAt(ctx context.Context, a ImageArgs) (any, error) {
@@ -834,6 +850,7 @@ func (s *System) imageUnmount(ctx context.Context, a ImageArgs) (any, error) {
 	if err := t.Sync(ctx, ino); err != nil {
 		return nil, err
 	}
+	s.images.hosting.forget(s, clean(a.Path))
 	return resultOf(clean(a.Path), info.Mount, 0), nil
 }
 
@@ -848,6 +865,7 @@ func (s *System) imageInfo(ctx context.Context, a ImageArgs) (any, error) {
 	}
 	r := resultOf(clean(a.Path), info.Mount, info.Overlay)
 	r.Hosting = s.hostingOf(ctx, info.Mount.Ref.Hash, info.Mount.Servers)
+	s.images.hosting.note(s, r.Path, r.Hash, r.Hosting)
 	r.Skipped = s.skipped(info.Mount.Servers)
 	withNested(&r, t, ino)
 	return r, nil
@@ -920,7 +938,11 @@ func (s *System) imageUpdate(ctx context.Context, a ImageArgs) (any, error) {
 		return nil, err
 	}
 	res, err := s.imageUpdateAt(withMaxPrice(ctx, a.MaxPrice), a)
-	return res, spendHint(err)
+	if err != nil {
+		return nil, spendHint(err)
+	}
+	s.noteHosting(ctx, res)
+	return res, nil
 }
 
 func (s *System) imageUpdateAt(ctx context.Context, a ImageArgs) (any, error) {
@@ -1022,3 +1044,181 @@ func (s *System) imageUpdateAt(ctx context.Context, a ImageArgs) (any, error) {
 }
 
 func isNoData(err error) bool { return errors.Is(err, syscall.ENODATA) }
+
+// noteHosting asks the servers of a mounted or updated image (res, an
+// ImageResult) until when they host it, for `integrity status`.
+func (s *System) noteHosting(ctx context.Context, res any) {
+	r, ok := res.(ImageResult)
+	if !ok {
+		return
+	}
+	var h [32]byte
+	if _, err := hex.Decode(h[:], []byte(r.Hash)); err != nil {
+		return
+	}
+	s.images.hosting.note(s, r.Path, r.Hash, s.hostingOf(ctx, h, r.Servers))
+}
+
+// imageRenew renews the hosting of the image mounted at a folder on each
+// of its servers, without uploading it again (Client.Extend: quote, pay,
+// extend): the folder key's hold — or, where that key holds nothing on
+// a server (a public image someone else uploaded, a folder not writable
+// here), the server's anonymous hold, which anyone may pay for. Each server is tried whatever the others answered; the result
+// says per server the new hosting end or why there is none. Images nested
+// in it have their own servers and terms: renew them at their folders.
+func (s *System) imageRenew(ctx context.Context, a ImageArgs) (any, error) {
+	if err := a.checkTerms(); err != nil {
+		return nil, err
+	}
+	ctx = withMaxPrice(ctx, a.MaxPrice)
+	defer s.imageOps.end(a.Op)
+	t, ino, err := s.folder(ctx, a.Path, false)
+	if err != nil {
+		return nil, err
+	}
+	info, err := t.Image(ino)
+	if err != nil {
+		return nil, err
+	}
+	var ownerKey []byte
+	if signer, err := owner(info.Keys); err == nil {
+		ownerKey = signer.PublicKey()
+	}
+	ref := info.Mount.Ref
+	res := resultOf(clean(a.Path), info.Mount, info.Overlay)
+	res.Days = s.hostingDays(a.Days)
+	res.Hosting = make([]ImageHosting, len(info.Mount.Servers))
+	for i, u := range info.Mount.Servers {
+		s.imageOps.set(a.Op, "renewing", int64(i), int64(len(info.Mount.Servers)))
+		res.Hosting[i].Server = u
+		c, err := s.images.client(u)
+		if err == nil {
+			var x imageserver.Extended
+			x, err = c.Extend(ctx, imageserver.ExtendRequest{Hash: ref.Hash, Size: ref.Size, Public: ref.Public,
+				Days: termAt(ctx, c, res.Days, a.Days > 0), Payer: s.payer(), OwnerKey: ownerKey})
+			if err == nil {
+				res.Hosting[i].Until = x.HostedUntil
+				continue
+			}
+		}
+		s.log.Warn("renewing an image's hosting failed", "path", res.Path, "server", u, "err", err)
+		res.Hosting[i].Err = spendHint(err).Error()
+	}
+	// A server that failed keeps the end it had: ask it, briefly, so the
+	// status line stays right.
+	known := slices.Clone(res.Hosting)
+	for i, h := range known {
+		if h.Err != "" {
+			if st := s.hostingOf(ctx, ref.Hash, []string{h.Server}); st[0].Err == "" {
+				known[i] = st[0]
+			}
+		}
+	}
+	s.images.hosting.note(s, res.Path, res.Hash, known)
+	return res, nil
+}
+
+// imageHostingFile keeps, in the data directory, the hosting ends last
+// learnt per image folder (hostingNotes).
+const imageHostingFile = "image-hosting.json"
+
+// hostingNotes remember, per image folder of the System, until when each
+// of its servers hosts its image, as last learnt by image create, mount,
+// update, renew and info on this device: `integrity status` shows the
+// earliest end from them without asking any server.
+type hostingNotes struct {
+	mu     sync.Mutex
+	loaded bool
+	m      map[string]hostingNote
+}
+
+type hostingNote struct {
+	Hash  string               `json:"hash"`
+	Until map[string]time.Time `json:"until"` // by server; absent: unknown
+}
+
+// load reads this device's notes the first time; the caller holds mu.
+func (n *hostingNotes) load(s *System) {
+	if n.loaded {
+		return
+	}
+	n.loaded = true
+	n.m = map[string]hostingNote{}
+	b, err := os.ReadFile(filepath.Join(s.opts.Dir.Path, imageHostingFile))
+	if err != nil {
+		return
+	}
+	if err := json.Unmarshal(b, &n.m); err != nil {
+		s.log.Warn("ignoring a malformed "+imageHostingFile, "err", err)
+		n.m = map[string]hostingNote{}
+	}
+}
+
+// save writes the notes (atomically); the caller holds mu. Failing is
+// logged: they are a convenience, learnt again by image info.
+func (n *hostingNotes) save(s *System) {
+	b, err := json.Marshal(n.m)
+	if err == nil {
+		p := filepath.Join(s.opts.Dir.Path, imageHostingFile)
+		if err = os.WriteFile(p+".tmp", b, 0o600); err == nil {
+			err = os.Rename(p+".tmp", p)
+		}
+	}
+	if err != nil {
+		s.log.Warn("remembering the images' hosting ends", "err", err)
+	}
+}
+
+// note records the image hash mounted at folder p and its servers' ends.
+func (n *hostingNotes) note(s *System, p, hash string, hosting []ImageHosting) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.load(s)
+	e := hostingNote{Hash: hash, Until: map[string]time.Time{}}
+	for _, h := range hosting {
+		if h.Err == "" && !h.Until.IsZero() {
+			e.Until[h.Server] = h.Until.UTC()
+		}
+	}
+	n.m[p] = e
+	n.save(s)
+}
+
+// forget drops folder p (its image was unmounted).
+func (n *hostingNotes) forget(s *System, p string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.load(s)
+	if _, ok := n.m[p]; ok {
+		delete(n.m, p)
+		n.save(s)
+	}
+}
+
+// ImageHostingStatus answers image.hosting: how many image folders this
+// device knows, and the earliest hosting end among them (zero Until: none
+// known).
+type ImageHostingStatus struct {
+	Mounted int       `json:"mounted"`
+	Path    string    `json:"path,omitempty"`
+	Server  string    `json:"server,omitempty"`
+	Until   time.Time `json:"until,omitzero"`
+}
+
+// imageHostingStatus is `integrity status`'s images line, from the notes
+// alone: no server is asked.
+func (s *System) imageHostingStatus(context.Context, struct{}) (any, error) {
+	n := &s.images.hosting
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.load(s)
+	st := ImageHostingStatus{Mounted: len(n.m)}
+	for p, e := range n.m {
+		for u, t := range e.Until {
+			if st.Until.IsZero() || t.Before(st.Until) || (t.Equal(st.Until) && p+u < st.Path+st.Server) {
+				st.Path, st.Server, st.Until = p, u, t
+			}
+		}
+	}
+	return st, nil
+}
