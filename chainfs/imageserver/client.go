@@ -415,6 +415,16 @@ func (c *Client) Extend(ctx context.Context, req ExtendRequest) (Extended, error
 	if err != nil {
 		return Extended{}, err
 	}
+	return c.ExtendHosted(ctx, req, st)
+}
+
+// ExtendHosted is Extend for content whose Stat (st) the caller has just
+// read: it is not asked again (a renewal pass asks each server once per
+// item).
+func (c *Client) ExtendHosted(ctx context.Context, req ExtendRequest, st Hosted) (Extended, error) {
+	if st.Hash != req.Hash {
+		return Extended{}, fmt.Errorf("imageserver: extend %x with the record of %x", req.Hash[:8], st.Hash[:8])
+	}
 	switch {
 	case req.Size == 0:
 		req.Size, req.Public = st.Size, st.Public

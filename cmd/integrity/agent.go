@@ -94,6 +94,12 @@ func newAgentCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&mf.dir, "mount", "", "also mount the System at this directory")
 	cmd.Flags().StringVar(&a.pprof, "pprof", "", "serve Go profiles on this loopback address (debugging)")
 	_ = cmd.Flags().MarkHidden("pprof")
+	// For tests: the automatic renewal's period and window (default 12h,
+	// 720h), so a test sees a run within seconds.
+	cmd.Flags().DurationVar(&a.renew.Every, "auto-renew-every", 0, "renew hosting this often (tests)")
+	cmd.Flags().DurationVar(&a.renew.Window, "auto-renew-window", 0, "renew hosting that ends within this (tests)")
+	_ = cmd.Flags().MarkHidden("auto-renew-every")
+	_ = cmd.Flags().MarkHidden("auto-renew-window")
 	mf.register(cmd)
 	return cmd
 }

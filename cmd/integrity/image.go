@@ -180,8 +180,9 @@ term).`,
 
 	var rdays int
 	var rmaxPrice int64
+	var rblobs bool
 	renew := &cobra.Command{
-		Use:   "renew PATH",
+		Use:   "renew PATH | --blobs",
 		Short: "Renew the hosting of the image at PATH on each of its servers, without uploading it again",
 		Long: `Buy more hosting of the image mounted at the folder PATH from each of its
 servers: per server a paid extension (quote, pay, extend) of the hold
@@ -194,9 +195,26 @@ server's new hosting end, or why it failed; one failure does not stop the
 others, and the command fails only if no server renewed. A server asking
 more than --max-price for one payment is refused before anything is
 paid. Images nested in it have their own servers: renew them at their
-folders. ` + "`integrity status`" + ` shows the earliest hosting end of your images.`,
-		Args: cobra.ExactArgs(1),
+folders. ` + "`integrity status`" + ` shows the earliest hosting end of your images.
+
+With --blobs (and no PATH), renew instead the blobs of your files over
+1 MiB on each of your System's image servers (` + "`integrity image servers`" + `),
+each for its owner key; prints per server how many were renewed and names
+the files that were not.
+
+The agent renews both by itself: twice a day it extends, for your System's
+term, whatever of your images and large files a server hosts for less than
+30 more days (` + "`integrity image settings --auto-renew=false`" + ` turns that off).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if rblobs {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rblobs {
+				return a.renewBlobs(cmd.Context(), rdays, rmaxPrice)
+			}
 			var res system.ImageResult
 			if err := a.imageCall(cmd.Context(), "image.renew", system.ImageArgs{Path: args[0], Days: rdays, MaxPrice: rmaxPrice}, &res); err != nil {
 				return err
@@ -219,6 +237,7 @@ folders. ` + "`integrity status`" + ` shows the earliest hosting end of your ima
 	}
 	renew.Flags().IntVar(&rdays, "days", 0, "days of hosting to add (default: your System's term, see `integrity image settings`)")
 	renew.Flags().Int64Var(&rmaxPrice, "max-price", 0, maxPriceUsage)
+	renew.Flags().BoolVar(&rblobs, "blobs", false, "renew your large files' blobs on your System's image servers instead of an image")
 
 	info := &cobra.Command{
 		Use:   "info PATH",
@@ -263,8 +282,9 @@ on devices that do not have them.`,
 	srv.Flags().BoolVar(&clearServers, "clear", false, "remove the default image servers")
 	var setMaxPrice int64
 	var setDays int
+	var setAutoRenew bool
 	settings := &cobra.Command{
-		Use:   "settings [--max-price SATS] [--days DAYS]",
+		Use:   "settings [--max-price SATS] [--days DAYS] [--auto-renew=false]",
 		Short: "Show or set your System's image spending cap and hosting term",
 		Long: `Without flags, show your System's image settings; with flags, set them
 (0 returns one to its default). They are kept in your System, like its
@@ -279,7 +299,11 @@ asking for your whole wallet. Default 100,000 sat.
 
 --days is the hosting term bought by default: by image create, by image
 update where a server gets the new version whole, and for files over
-1 MiB. Default 365.`,
+1 MiB. Default 365.
+
+--auto-renew (default true) lets the agent renew, twice a day, the hosting
+of your images and files over 1 MiB that ends within 30 days, for the
+term above, each payment under the cap above.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var args system.ImageSettingsArgs
@@ -289,18 +313,73 @@ update where a server gets the new version whole, and for files over
 			if cmd.Flags().Changed("days") {
 				args.Days = &setDays
 			}
+			if cmd.Flags().Changed("auto-renew") {
+				args.AutoRenew = &setAutoRenew
+			}
 			var res system.ImageSettings
 			if err := a.call(cmd.Context(), "image.settings", args, &res); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.out, "max-price: %d sat per payment\ndays:      %d\n", res.MaxPrice, res.Days)
+			fmt.Fprintf(a.out, "max-price: %d sat per payment\ndays:      %d\nauto-renew: %t\n", res.MaxPrice, res.Days, res.AutoRenew)
 			return nil
 		},
 	}
 	settings.Flags().Int64Var(&setMaxPrice, "max-price", 0, "most to pay an image server per payment made in the background, in sat (0: the default, 100,000)")
 	settings.Flags().IntVar(&setDays, "days", 0, "hosting term bought by default, in days (0: the default, 365)")
+	settings.Flags().BoolVar(&setAutoRenew, "auto-renew", true, "let the agent renew hosting that ends within 30 days")
 	img.AddCommand(create, mount, unmount, update, renew, info, srv, settings)
 	return img
+}
+
+// renewBlobs is `image renew --blobs`: it fails only if nothing was
+// renewed anywhere.
+func (a *app) renewBlobs(ctx context.Context, days int, maxPrice int64) error {
+	c, done, err := a.caller(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	args := system.ImageArgs{Days: days, MaxPrice: maxPrice, Op: hex.EncodeToString(id[:])}
+	stop := make(chan struct{})
+	drawn := make(chan struct{})
+	go func() {
+		defer close(drawn)
+		a.drawImageProgress(ctx, c, args.Op, stop)
+	}()
+	var res system.BlobRenewResult
+	err = c.Call(ctx, "image.renew_blobs", args, &res)
+	close(stop)
+	<-drawn
+	if err != nil {
+		return err
+	}
+	if res.Blobs == 0 {
+		fmt.Fprintln(a.out, "no files over 1 MiB: nothing to renew")
+		return nil
+	}
+	ok := 0
+	for _, s := range res.Servers {
+		for _, f := range s.Failed {
+			h := f.Hash
+			if len(h) > 16 {
+				h = h[:16]
+			}
+			fmt.Fprintf(a.out, "failed:    %s: %s (%s): %s\n", s.Server, f.Path, h, f.Err)
+		}
+		if s.Renewed > 0 {
+			fmt.Fprintf(a.out, "renewed %d of %d blobs on %s, %d days each (earliest end %s)\n", s.Renewed, res.Blobs, s.Server, res.Days,
+				s.Until.Local().Format(time.DateOnly))
+		} else {
+			fmt.Fprintf(a.out, "renewed 0 of %d blobs on %s\n", res.Blobs, s.Server)
+		}
+		ok += s.Renewed
+	}
+	if ok == 0 {
+		return fmt.Errorf("renewing %d blobs failed on every server (%d)", res.Blobs, len(res.Servers))
+	}
+	return nil
 }
 
 // maxPriceUsage is the --max-price flag of the image commands.

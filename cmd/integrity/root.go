@@ -27,8 +27,10 @@ type app struct {
 	// (agent --mine-interval).
 	mineInterval time.Duration
 	pprof        string
-	out          io.Writer
-	errOut       io.Writer
+	// renew is the agent's renewal schedule (hidden flags, for tests).
+	renew  system.RenewSchedule
+	out    io.Writer
+	errOut io.Writer
 }
 
 func newRoot() *cobra.Command {
@@ -97,7 +99,7 @@ func (a *app) openSystem(ctx context.Context, agent bool) (*system.System, confi
 	if a.mineInterval > 0 {
 		run.MineInterval = config.Duration(a.mineInterval)
 	}
-	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: run, Logger: a.logger(), Agent: agent, Progress: a.progress()})
+	sys, err := system.Open(ctx, system.Options{Dir: d, Settings: run, Logger: a.logger(), Agent: agent, Progress: a.progress(), Renew: a.renew})
 	if err != nil {
 		return nil, d, err
 	}

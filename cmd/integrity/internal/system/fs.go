@@ -83,6 +83,11 @@ func (s *System) Tree(ctx context.Context) (*chainfs.Tree, error) {
 	if err := s.learnServers(t); err != nil {
 		s.log.Warn("remembering the System's image servers", "err", err)
 	}
+	if s.opts.Agent {
+		// Only the long-running agent: a command run in-process ends
+		// before any hosting would.
+		go s.autoRenew(wctx, t, s.opts.Renew)
+	}
 	return t, nil
 }
 

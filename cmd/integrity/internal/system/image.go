@@ -69,7 +69,9 @@ type imageClients struct {
 	// (imageSettingsFile), loaded once.
 	maxPrice atomic.Int64
 	days     atomic.Int64
-	loadOnce sync.Once
+	// noAutoRenew: the agent does not renew hosting (renew.go).
+	noAutoRenew atomic.Bool
+	loadOnce    sync.Once
 	// hosting is what `integrity status` reports of the images' terms.
 	hosting hostingNotes
 }
@@ -87,13 +89,14 @@ func (ic *imageClients) settings() {
 		if err != nil {
 			return
 		}
-		var v ImageSettings
+		v := ImageSettings{AutoRenew: true} // absent from older copies: on
 		if json.Unmarshal(b, &v) != nil || v.MaxPrice < 0 || v.Days < 0 || v.Days > maxImageDays {
 			ic.s.log.Warn("ignoring a malformed " + imageSettingsFile)
 			return
 		}
 		ic.maxPrice.Store(v.MaxPrice)
 		ic.days.Store(int64(v.Days))
+		ic.noAutoRenew.Store(!v.AutoRenew)
 	})
 }
 
@@ -250,16 +253,17 @@ func (o *imageOps) end(id string) {
 
 func (s *System) imageHandlers() map[string]func(context.Context, json.RawMessage) (any, error) {
 	return map[string]func(context.Context, json.RawMessage) (any, error){
-		"image.create":   typed(s.imageCreate),
-		"image.mount":    typed(s.imageMount),
-		"image.unmount":  typed(s.imageUnmount),
-		"image.update":   typed(s.imageUpdate),
-		"image.info":     typed(s.imageInfo),
-		"image.progress": typed(s.imageProgress),
-		"image.servers":  typed(s.imageServers),
-		"image.settings": typed(s.imageSettings),
-		"image.renew":    typed(s.imageRenew),
-		"image.hosting":  typed(s.imageHostingStatus),
+		"image.create":      typed(s.imageCreate),
+		"image.mount":       typed(s.imageMount),
+		"image.unmount":     typed(s.imageUnmount),
+		"image.update":      typed(s.imageUpdate),
+		"image.info":        typed(s.imageInfo),
+		"image.progress":    typed(s.imageProgress),
+		"image.servers":     typed(s.imageServers),
+		"image.settings":    typed(s.imageSettings),
+		"image.renew":       typed(s.imageRenew),
+		"image.renew_blobs": typed(s.imageRenewBlobs),
+		"image.hosting":     typed(s.imageHostingStatus),
 	}
 }
 
@@ -415,14 +419,18 @@ func (s *System) imageServers(ctx context.Context, a ImageArgs) (any, error) {
 // ImageSettingsArgs change the System's image settings: a nil field stays
 // as it is; 0 returns it to its default.
 type ImageSettingsArgs struct {
-	MaxPrice *int64 `json:"max_price,omitempty"`
-	Days     *int   `json:"days,omitempty"`
+	MaxPrice  *int64 `json:"max_price,omitempty"`
+	Days      *int   `json:"days,omitempty"`
+	AutoRenew *bool  `json:"auto_renew,omitempty"`
 }
 
 // ImageSettings are the System's image settings in force.
 type ImageSettings struct {
 	MaxPrice int64 `json:"max_price"` // sat per payment made without a command's --max-price
 	Days     int   `json:"days"`      // hosting term bought by default
+	// AutoRenew: the agent renews the hosting of the System's images and
+	// large files before it ends (default on).
+	AutoRenew bool `json:"auto_renew"`
 }
 
 // imageSettings shows or changes the System's spending cap and hosting
@@ -459,13 +467,27 @@ func (s *System) imageSettings(ctx context.Context, a ImageSettingsArgs) (any, e
 			return nil, err
 		}
 	}
-	if a.MaxPrice != nil || a.Days != nil {
+	if a.AutoRenew != nil {
+		var err error
+		if *a.AutoRenew {
+			if err = t.RemoveXattr(chainfs.RootIno, imageAutoRenewXattr); isNoData(err) {
+				err = nil
+			}
+		} else {
+			err = t.SetXattr(chainfs.RootIno, imageAutoRenewXattr, []byte("false"), 0)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if a.MaxPrice != nil || a.Days != nil || a.AutoRenew != nil {
 		if err := t.Sync(ctx, chainfs.RootIno); err != nil {
 			return nil, err
 		}
 		s.learnImageSettings(t)
 	}
-	return ImageSettings{MaxPrice: s.maxPrice(context.Background()), Days: s.hostingDays(0)}, nil
+	s.images.settings()
+	return ImageSettings{MaxPrice: s.maxPrice(context.Background()), Days: s.hostingDays(0), AutoRenew: !s.images.noAutoRenew.Load()}, nil
 }
 
 // maxImageDays bounds a hosting term given here (servers bound it too).
@@ -488,11 +510,20 @@ func (s *System) learnImageSettings(t *chainfs.Tree) {
 	}
 	s.images.loadOnce.Do(func() {}) // the tree's values win from now on
 	mp, days := read(imageMaxPriceXattr, 21_000_000*100_000_000), read(imageDaysXattr, maxImageDays)
+	autoRenew := true
+	if v, err := t.GetXattr(chainfs.RootIno, imageAutoRenewXattr); err == nil {
+		on, ok := parseAutoRenew(string(v))
+		if !ok {
+			s.log.Warn("ignoring a malformed image setting", "name", imageAutoRenewXattr, "value", string(v))
+		}
+		autoRenew = on
+	}
 	oldMP, oldDays := s.images.maxPrice.Swap(mp), s.images.days.Swap(days)
-	if oldMP == mp && oldDays == days {
+	oldOff := s.images.noAutoRenew.Swap(!autoRenew)
+	if oldMP == mp && oldDays == days && oldOff == !autoRenew {
 		return
 	}
-	b, _ := json.Marshal(ImageSettings{MaxPrice: mp, Days: int(days)})
+	b, _ := json.Marshal(ImageSettings{MaxPrice: mp, Days: int(days), AutoRenew: autoRenew})
 	p := filepath.Join(s.opts.Dir.Path, imageSettingsFile)
 	err := os.WriteFile(p+".tmp", b, 0o600)
 	if err == nil {

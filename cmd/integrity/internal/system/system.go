@@ -43,6 +43,9 @@ type Options struct {
 	Agent bool
 	// Progress, if set, hears how a full sync of the tree advances.
 	Progress func(done, found int)
+	// Renew is when the agent renews the hosting of the System's images
+	// and large files (zero: twice a day, what ends within 30 days).
+	Renew RenewSchedule
 }
 
 // System is an open data directory.
