@@ -61,8 +61,16 @@ func newIdentity() (*Identity, error) {
 	if id.privileged, err = NewRandomKey(); err != nil {
 		return nil, err
 	}
-	if id.PrimaryPair, err = btcec.NewPrivateKey(); err != nil {
-		return nil, fmt.Errorf("keyring: primary key pair: %w", err)
+	// The primary public key's P2PKH address is the user's inbox (shares
+	// are paid to it), so it must be one btcd can look up.
+	for {
+		if id.PrimaryPair, err = btcec.NewPrivateKey(); err != nil {
+			return nil, fmt.Errorf("keyring: primary key pair: %w", err)
+		}
+		h := hash160(id.PrimaryPair.PubKey().SerializeCompressed())
+		if addrsafe.Queryable(h[:]) {
+			break
+		}
 	}
 	if id.privilegedPair, err = btcec.NewPrivateKey(); err != nil {
 		return nil, fmt.Errorf("keyring: privileged key pair: %w", err)
