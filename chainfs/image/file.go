@@ -68,6 +68,22 @@ type windowFetch struct {
 	err   error
 }
 
+// known reports whether window k is cached or being fetched: the reads of
+// one window each ask, and only the first starts a prefetch.
+func (c *windowCache) known(k windowKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.fetching[k]; ok {
+		return true
+	}
+	for _, w := range c.wins {
+		if w.key == k {
+			return true
+		}
+	}
+	return false
+}
+
 // load returns window k from the cache, or fetches it once however many
 // readers ask at the same time.
 func (c *windowCache) load(ctx context.Context, k windowKey, fetch func() ([]byte, error)) ([]byte, error) {
@@ -233,7 +249,7 @@ func (f *File) readAhead(ctx context.Context, p []byte, off, end, first, last in
 	// fetch (server, network, checks) overlaps the reader's work.
 	if next := (last/windowChunks + 1) * windowChunks; next <= lastChunk {
 		k := windowKey{f.rec, next}
-		if f.im.windows.get(k) == nil {
+		if !f.im.windows.known(k) {
 			go func() {
 				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), prefetchTimeout)
 				defer cancel()

@@ -847,19 +847,24 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) (int, any,
 		s.dropIfUnhosted(r.Context(), hash)
 		return 0, nil, tooManyHolders(hash)
 	}
+	if err := s.saveHold(hash, rec, q); err != nil {
+		return 0, nil, err
+	}
+	s.log.Info("uploaded", "hash", q.Hash[:16], "size", q.Size, "content", kind, "public", public, "owner", pub != nil, "quote", q.ID)
+	return http.StatusCreated, s.hostedJSON(rec), nil
+}
+
+// saveHold stores rec with the hold q paid for, and q as used, in one
+// transaction: a quote buys exactly one hold.
+func (s *Server) saveHold(hash [32]byte, rec *imageRec, q *quoteRec) error {
 	q.Used = true
-	err = s.update(func(txn *badger.Txn) error {
+	return s.update(func(txn *badger.Txn) error {
 		rec.V, q.V = recVersion, recVersion
 		if err := setJSON(txn, imageKey(hash), rec, 0); err != nil {
 			return err
 		}
 		return setJSON(txn, quoteKey(q.ID), q, s.quoteKeep())
 	})
-	if err != nil {
-		return 0, nil, err
-	}
-	s.log.Info("uploaded", "hash", q.Hash[:16], "size", q.Size, "content", kind, "public", public, "owner", pub != nil, "quote", q.ID)
-	return http.StatusCreated, s.hostedJSON(rec), nil
 }
 
 func visibility(public bool) string {
@@ -1443,21 +1448,10 @@ func (s *Server) handleExtend(_ http.ResponseWriter, r *http.Request) (int, any,
 		return 0, nil, errorf(http.StatusForbidden, codeRefused, "%s: the hold would end on %s, more than %d days ahead (this server's longest term): extend later or for fewer days",
 			ErrRefused, h.Until.UTC().Format(time.DateOnly), s.cfg.Policy.MaxDays)
 	}
-	if rec.holdFull(h.Owner, now) {
-		return 0, nil, tooManyHolders(hash)
-	}
 	if err := rec.addHold(h, now); err != nil {
 		return 0, nil, tooManyHolders(hash)
 	}
-	q.Used = true
-	err = s.update(func(txn *badger.Txn) error {
-		rec.V, q.V = recVersion, recVersion
-		if err := setJSON(txn, imageKey(hash), rec, 0); err != nil {
-			return err
-		}
-		return setJSON(txn, quoteKey(q.ID), q, s.quoteKeep())
-	})
-	if err != nil {
+	if err := s.saveHold(hash, rec, q); err != nil {
 		return 0, nil, err
 	}
 	s.log.Info("extended", "hash", rec.Hash[:16], "owner", h.Owner != nil, "until", h.Until.UTC(), "days", q.Days, "quote", q.ID)

@@ -334,25 +334,8 @@ term above, each payment under the cap above.`,
 // renewBlobs is `image renew --blobs`: it fails only if nothing was
 // renewed anywhere.
 func (a *app) renewBlobs(ctx context.Context, days int, maxPrice int64) error {
-	c, done, err := a.caller(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	args := system.ImageArgs{Days: days, MaxPrice: maxPrice, Op: hex.EncodeToString(id[:])}
-	stop := make(chan struct{})
-	drawn := make(chan struct{})
-	go func() {
-		defer close(drawn)
-		a.drawImageProgress(ctx, c, args.Op, stop)
-	}()
 	var res system.BlobRenewResult
-	err = c.Call(ctx, "image.renew_blobs", args, &res)
-	close(stop)
-	<-drawn
-	if err != nil {
+	if err := a.imageCall(ctx, "image.renew_blobs", system.ImageArgs{Days: days, MaxPrice: maxPrice}, &res); err != nil {
 		return err
 	}
 	if res.Blobs == 0 {
@@ -415,7 +398,7 @@ func printImage(a *app, what string, r system.ImageResult) {
 
 // imageCall runs a long image operation, drawing its progress on a
 // terminal from image.progress meanwhile.
-func (a *app) imageCall(ctx context.Context, method string, args system.ImageArgs, res *system.ImageResult) error {
+func (a *app) imageCall(ctx context.Context, method string, args system.ImageArgs, res any) error {
 	c, done, err := a.caller(ctx)
 	if err != nil {
 		return err

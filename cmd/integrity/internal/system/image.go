@@ -631,29 +631,33 @@ func (s *System) upload(ctx context.Context, f *os.File, ref image.Ref, servers 
 
 // imageCreate packs a folder of this machine for a folder of the System,
 // hosts it on image servers and mounts it there (paper 3.a–m).
-func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
+// paying runs an image command that may pay image servers: its terms
+// checked, each payment capped by its --max-price, and a payment refused
+// for the cap explained.
+func (s *System) paying(ctx context.Context, a ImageArgs, run func(context.Context, ImageArgs) (any, error)) (any, error) {
 	if err := a.checkTerms(); err != nil {
 		return nil, err
 	}
+	res, err := run(withMaxPrice(ctx, a.MaxPrice), a)
+	if err != nil {
+		return nil, spendHint(err)
+	}
+	return res, nil
+}
+
+func (s *System) imageCreate(ctx context.Context, a ImageArgs) (any, error) {
+	run := s.imageCreateAt
 	if a.InPlace {
 		if a.Local != "" {
 			return nil, errors.New("image create: a local folder or --folder, not both")
 		}
-		res, err := s.imageFromFolder(withMaxPrice(ctx, a.MaxPrice), a)
-		if err != nil {
-			return nil, spendHint(err)
-		}
-		s.images.hosting.note(s, res.Path, res.Hash, res.Hosting)
-		return res, nil
+		run = func(ctx context.Context, a ImageArgs) (any, error) { return s.imageFromFolder(ctx, a) }
 	}
-	res, err := s.imageCreateAt(withMaxPrice(ctx, a.MaxPrice), a)
-	if err != nil {
-		return nil, spendHint(err)
+	res, err := s.paying(ctx, a, run)
+	if r, ok := res.(ImageResult); ok && err == nil {
+		s.images.hosting.note(s, r.Path, r.Hash, r.Hosting) // the upload said until when
 	}
-	if r, ok := res.(ImageResult); ok {
-		s.images.hosting.note(s, r.Path, r.Hash, r.Hosting)
-	}
-	return res, nil
+	return res, err
 }
 
 func (s *System) imageCreateAt(ctx context.Context, a ImageArgs) (any, error) {
@@ -832,15 +836,11 @@ func (s *System) inspect(ctx context.Context, h [32]byte, servers []string, op s
 // imageMount mounts an image at a folder. Payments it needs (download
 // tickets of the image, or of images nested in it) go up to --max-price.
 func (s *System) imageMount(ctx context.Context, a ImageArgs) (any, error) {
-	if err := a.checkTerms(); err != nil {
-		return nil, err
+	res, err := s.paying(ctx, a, s.imageMountAt)
+	if err == nil {
+		s.noteHosting(ctx, res)
 	}
-	res, err := s.imageMountAt(withMaxPrice(ctx, a.MaxPrice), a)
-	if err != nil {
-		return nil, spendHint(err)
-	}
-	s.noteHosting(ctx, res)
-	return res, nil
+	return res, err
 }
 
 func (s *System) imageMountAt(ctx context.Context, a ImageArgs) (any, error) {
@@ -965,15 +965,11 @@ func (s *System) imageProgress(_ context.Context, a ImageArgs) (any, error) {
 // term the old version was bought for is not recorded anywhere the client
 // can read it back).
 func (s *System) imageUpdate(ctx context.Context, a ImageArgs) (any, error) {
-	if err := a.checkTerms(); err != nil {
-		return nil, err
+	res, err := s.paying(ctx, a, s.imageUpdateAt)
+	if err == nil {
+		s.noteHosting(ctx, res)
 	}
-	res, err := s.imageUpdateAt(withMaxPrice(ctx, a.MaxPrice), a)
-	if err != nil {
-		return nil, spendHint(err)
-	}
-	s.noteHosting(ctx, res)
-	return res, nil
+	return res, err
 }
 
 func (s *System) imageUpdateAt(ctx context.Context, a ImageArgs) (any, error) {
